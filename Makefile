@@ -1,0 +1,40 @@
+# Quick start: `make run` (server with embedded defaults) and `make test` (whole suite).
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+DATA    ?= ./var
+STAMP   := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)/src:$(CURDIR)
+
+.PHONY: run test images sysdeps venv lint bench clean
+
+$(STAMP): setup.cfg setup.py pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/twistd --nodaemon --pidfile= sealskin --data-dir $(DATA)
+
+# Debian packages the tests and images need (debootstrap, chromium, ...);
+# installs only what is missing, so it is quick on a prepared machine.
+sysdeps:
+	./images/sysdeps.sh
+
+images: sysdeps
+	./images/build.sh
+
+test: $(STAMP) images
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/mypy src twisted/plugins
+
+bench: $(STAMP)
+	$(BIN)/python bench/api_bench.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
