@@ -1,0 +1,197 @@
+"""The API edge: envelope, authentication, roles, body limits and error rendering.
+
+Order on encrypted routes (upstream-protocol 2.11): crypto session (400) ->
+JWT (401, inactive 403) -> role (403) -> decrypt + parse body (400) -> handler.
+A handler returning a value answers 200 + envelope, ``None`` answers 204;
+``ApiError`` answers plaintext ``{"detail": ...}`` with its status.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
+
+import attrs
+from twisted.internet.defer import CancelledError
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+
+from sealskin.crypto import CryptoError, envelope
+from sealskin.crypto.sessions import CryptoSessions
+from sealskin.errors import ApiError, Kind
+from sealskin.model import Principal
+
+log = Logger()
+
+BAD_SESSION = "Invalid or missing session ID"
+BAD_BODY = "Failed to decrypt request"
+
+
+class Access(enum.Enum):
+    PLAIN = "plain"  # no envelope, no auth (handshake)
+    USER = "user"  # envelope + any active principal
+    ADMIN = "admin"  # envelope + admin
+
+
+@attrs.frozen
+class Call:
+    """What a handler sees: the caller, the decrypted body and the query."""
+
+    caller: Principal
+    body: Mapping[str, Any]
+    query: Mapping[str, str]
+    address: str
+
+
+Handler = Callable[..., Awaitable[object]]
+
+
+@attrs.frozen
+class Route:
+    method: str
+    path: str  # Klein/werkzeug rule, e.g. "/api/admin/users/<username>"
+    handler: Handler
+    access: Access
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """Raises ApiError UNAUTHENTICATED / FORBIDDEN."""
+        ...
+
+
+class LimitedRequest(Request):
+    """A Request that stops storing its body past a size limit (answered 413 later).
+
+    Twisted buffers whole bodies before any resource runs, so the limit must be
+    applied here, while the body arrives. Limits come from the Site (see
+    :func:`limited_request_factory`).
+    """
+
+    max_body_bytes = 1024 * 1024
+    max_bodies: Mapping[bytes, int] = {}
+    body_too_large = False
+    _received = 0
+
+    def _limit(self) -> int:
+        path = getattr(self.channel, "_path", b"").split(b"?", 1)[0]
+        return self.max_bodies.get(path, self.max_body_bytes)
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self._limit():
+            self.body_too_large = True
+        super().gotLength(None if self.body_too_large else length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._received += len(data)
+        if self._received > self._limit():
+            self.body_too_large = True
+        if not self.body_too_large:
+            super().handleContentChunk(data)
+
+
+def limited_request_factory(max_body_bytes: int,
+                            max_bodies: Mapping[bytes, int]) -> type[LimitedRequest]:
+    return type("SizedRequest", (LimitedRequest,),
+                {"max_body_bytes": max_body_bytes, "max_bodies": dict(max_bodies)})
+
+
+def render_error(request: IRequest, status: int, detail: str) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps({"detail": detail}).encode()
+
+
+def render_json(request: IRequest, value: object, status: int = 200) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def client_address(request: IRequest) -> str:
+    peer = request.getClientAddress()
+    return str(getattr(peer, "host", "unknown"))
+
+
+def _header(request: IRequest, name: bytes) -> str | None:
+    raw = request.getHeader(name)
+    if raw is None:
+        return None
+    return raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+
+
+def _query(request: IRequest) -> dict[str, str]:
+    uri: bytes = request.uri
+    if b"?" not in uri:
+        return {}
+    text = uri.split(b"?", 1)[1].decode("utf-8", "replace")
+    return dict(parse_qsl(text, keep_blank_values=True))  # form semantics: '+' is a space
+
+
+class Edge:
+    """Wraps handlers with the envelope, auth and error rules."""
+
+    def __init__(self, crypto: CryptoSessions, auth: Authenticator) -> None:
+        self._crypto = crypto
+        self._auth = auth
+
+    async def serve(self, route: Route, request: IRequest, params: Mapping[str, str]) -> bytes:
+        """Runs one request; never raises (errors become responses)."""
+        try:
+            if getattr(request, "body_too_large", False):
+                raise ApiError(Kind.TOO_LARGE, "Request body too large.")
+            if route.access is Access.PLAIN:
+                return render_json(request, await route.handler(request, **params))
+            return await self._serve_encrypted(route, request, params)
+        except ApiError as e:
+            if e.status >= 500:
+                log.warn("{method} {path}: {status} {detail}", method=route.method,
+                         path=route.path, status=e.status, detail=e.detail)
+            else:
+                log.debug("{method} {path}: {status} {detail}", method=route.method,
+                          path=route.path, status=e.status, detail=e.detail)
+            return render_error(request, e.status, e.detail)
+        except CancelledError:
+            raise
+        except Exception:
+            log.failure("unhandled error in {method} {path}", method=route.method,
+                        path=route.path)
+            return render_error(request, 500, "internal error")
+
+    async def _serve_encrypted(self, route: Route, request: IRequest,
+                               params: Mapping[str, str]) -> bytes:
+        sid = _header(request, b"x-session-id")
+        key = self._crypto.get(sid) if sid else None
+        if key is None or sid is None:
+            raise ApiError(Kind.HANDSHAKE, BAD_SESSION)
+        caller = await self._auth.authenticate(_header(request, b"authorization"))
+        if route.access is Access.ADMIN and not caller.is_admin:
+            raise ApiError(Kind.FORBIDDEN, "Admin privileges required.")
+        body = self._open_body(sid, key, request.content.read() if request.content else b"")
+        call = Call(caller, body, _query(request), client_address(request))
+        result = await route.handler(call, **params)
+        if result is None:
+            request.setResponseCode(204)
+            request.setHeader(b"cache-control", b"no-store")
+            return b""
+        return render_json(request, envelope.seal(key, json.dumps(
+            result, separators=(",", ":")).encode()))
+
+    def _open_body(self, sid: str, key: bytes, raw: bytes) -> Mapping[str, Any]:
+        """The decrypted JSON object; an empty body is ``{}`` (upstream-protocol 2.7)."""
+        if not raw.strip():
+            return {}
+        try:
+            wrapped = json.loads(raw)
+            iv, body = envelope.open_json(key, wrapped)
+        except (ValueError, CryptoError):
+            raise ApiError(Kind.HANDSHAKE, BAD_BODY) from None
+        if not self._crypto.note_iv(sid, iv):
+            raise ApiError(Kind.HANDSHAKE, "Replayed request refused.")
+        return body

@@ -1,0 +1,57 @@
+"""Every API endpoint, in one list (paths and methods: upstream-protocol 4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from sealskin.api.admin import AdminHandlers
+from sealskin.api.edge import Access, Route
+from sealskin.api.handshake import HandshakeHandlers
+from sealskin.api.homes import HomeHandlers
+
+PLAIN, USER, ADMIN = Access.PLAIN, Access.USER, Access.ADMIN
+
+
+@attrs.frozen
+class Handlers:
+    handshake: HandshakeHandlers
+    admin: AdminHandlers
+    homes: HomeHandlers
+    sessions: Any = None  # api/sessions.py SessionHandlers, once wired
+    apps: Any = None
+
+
+def routes(h: Handlers) -> list[Route]:
+    a, hm = h.admin, h.homes
+    found = [
+        Route("POST", "/api/handshake/initiate", h.handshake.initiate, PLAIN),
+        Route("POST", "/api/handshake/exchange", h.handshake.exchange, PLAIN),
+        Route("POST", "/api/admin/status", a.status, USER),
+        Route("POST", "/api/admin/data", a.data, ADMIN),
+        Route("POST", "/api/admin/users", a.create_user, ADMIN),
+        Route("PUT", "/api/admin/users/<username>", a.update_user, ADMIN),
+        Route("DELETE", "/api/admin/users/<username>", a.delete_user, ADMIN),
+        Route("POST", "/api/admin/admins", a.create_admin, ADMIN),
+        Route("DELETE", "/api/admin/admins/<username>", a.delete_admin, ADMIN),
+        Route("POST", "/api/admin/groups", a.create_group, ADMIN),
+        Route("PUT", "/api/admin/groups/<group_name>", a.update_group, ADMIN),
+        Route("DELETE", "/api/admin/groups/<group_name>", a.delete_group, ADMIN),
+        Route("GET", "/api/homedirs", hm.list_mine, USER),
+        Route("POST", "/api/homedirs", hm.create_mine, USER),
+        Route("DELETE", "/api/homedirs/<home_name>", hm.delete_mine, USER),
+        Route("GET", "/api/admin/users/<username>/homedirs", hm.list_of, ADMIN),
+        Route("POST", "/api/admin/users/<username>/homedirs", hm.create_for, ADMIN),
+        Route("DELETE", "/api/admin/users/<username>/homedirs/<home_name>", hm.delete_for,
+              ADMIN),
+        Route("GET", "/api/admin/admins/<username>/homedirs", hm.list_of_admin, ADMIN),
+        Route("POST", "/api/admin/admins/<username>/homedirs", hm.create_for_admin, ADMIN),
+        Route("DELETE", "/api/admin/admins/<username>/homedirs/<home_name>",
+              hm.delete_for_admin, ADMIN),
+    ]
+    if h.sessions is not None:
+        found += h.sessions.routes()
+    if h.apps is not None:
+        found += h.apps.routes()
+    return found

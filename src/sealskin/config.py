@@ -1,0 +1,187 @@
+"""Command-line options -> one frozen, typed :class:`Config`.
+
+Each setting is declared once in :data:`SETTINGS`. Precedence: command line,
+then ``SEALSKIN_<NAME>`` (or a listed upstream alias), then the default.
+Only ``service.py`` reads the Config; nothing reads ``os.environ`` later.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from twisted.python import usage
+
+MiB = 1024 * 1024
+
+
+@attrs.frozen
+class Setting:
+    name: str
+    default: str
+    help: str
+    parse: Callable[[str], Any] = str
+    aliases: tuple[str, ...] = ()  # upstream env names (upstream-protocol 5.1)
+
+    @property
+    def env(self) -> str:
+        return "SEALSKIN_" + self.name.upper().replace("-", "_")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number (0-65535)")
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise ValueError("must be one of " + ", ".join(allowed))
+        return text
+
+    return parse
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("data-dir", "/var/lib/sealskin", "Directory for the database, keys and storage."),
+    Setting("api-port", "8000", "Plain-HTTP API port.", _port),
+    Setting("session-port", "8443", "TLS port: session proxy and the same API.", _port),
+    Setting("api-endpoint", "", "Twisted endpoint for the API (overrides --api-port), "
+            "e.g. tcp:8000:interface=127.0.0.1 or systemd:domain=INET:index=0."),
+    Setting("session-endpoint", "", "Twisted endpoint for the TLS port (overrides "
+            "--session-port); must speak TLS, e.g. ssl:8443:privateKey=...:certKey=... "
+            "or systemd:domain=INET:index=1 (TLS is then added by the server)."),
+    Setting("host-url", "", "Host name clients use to reach this server (admin.json "
+            "server_endpoint; certificate name).", aliases=("HOST_URL",)),
+    Setting("tls-cert", "", "PEM certificate for the TLS port (default: self-signed in "
+            "the data directory).", aliases=("SEALSKIN_PROXY_CERT_PATH",)),
+    Setting("tls-key", "", "PEM private key for --tls-cert.",
+            aliases=("SEALSKIN_PROXY_KEY_PATH",)),
+    Setting("server-key-bits", "4096", "RSA size of the server key made at first start.",
+            _positive_int),
+    Setting("max-body-bytes", str(MiB), "Largest JSON request body accepted.", _positive_int),
+    Setting("max-upload-body-bytes", str(16 * MiB), "Largest body for /api/upload/chunk "
+            "(a base64 chunk inside the envelope).", _positive_int),
+    Setting("crypto-session-idle-seconds", "86400", "Idle time after which a crypto "
+            "session is forgotten.", _non_negative_float),
+    Setting("crypto-sessions-max", "10000", "Most crypto sessions kept in memory "
+            "(least recently used go first).", _positive_int),
+    Setting("handshake-rate", "20", "Handshakes per second allowed per client address.",
+            _non_negative_float),
+    Setting("handshake-burst", "40", "Handshake burst allowed per client address.",
+            _positive_int),
+    Setting("jwt-leeway-seconds", "60", "Clock skew tolerated on token times.",
+            _positive_int),
+    Setting("jwt-max-lifetime-seconds", "600", "Longest token lifetime accepted.",
+            _positive_int),
+    Setting("work-threads", "4", "Threads for file I/O and RSA work.", _positive_int),
+    Setting("docker-threads", "10", "Threads for Docker SDK calls.", _positive_int),
+    Setting("launch-timeout-seconds", "60", "How long a launched app may take to answer.",
+            _non_negative_float),
+    Setting("access-token-ttl-seconds", "120", "How long an unused session URL token "
+            "stays valid.", _non_negative_float),
+    Setting("session-idle-seconds", "3600", "Stop sessions without proxied traffic for "
+            "this long (0 = never).", _non_negative_float),
+    Setting("session-max-seconds", "86400", "Stop sessions older than this (0 = never).",
+            _non_negative_float),
+    Setting("default-session-limit", "10", "Concurrent sessions per user when neither "
+            "the user nor the group sets a limit.", _positive_int),
+    Setting("shutdown-grace-seconds", "10", "Time in-flight requests get at shutdown.",
+            _non_negative_float),
+    Setting("proxy-timeout-seconds", "60", "Upstream response timeout of the session "
+            "proxy (504 after it).", _non_negative_float),
+    Setting("ws-max-message-bytes", str(16 * MiB), "Largest WebSocket message relayed.",
+            _positive_int),
+    Setting("ws-ping-seconds", "30", "Ping interval on idle proxied WebSockets.",
+            _non_negative_float),
+    Setting("puid", "1000", "PUID passed to app containers.", _positive_int),
+    Setting("pgid", "1000", "PGID passed to app containers.", _positive_int),
+    Setting("app-store-url", "https://raw.githubusercontent.com/linuxserver/sealskin-apps/"
+            "refs/heads/master/apps.yml", "App store added at first start.",
+            aliases=("SEALSKIN_APP_RESOURCE_PATH",)),
+    Setting("allow-dangerous-overrides", "false", "Let admins enable privileged, host "
+            "network/pid and host mounts for an app (docker_overrides).", _bool),
+)
+
+
+@attrs.frozen
+class Config:
+    """The parsed settings; attribute names are the setting names with underscores."""
+
+    values: Mapping[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.values["data_dir"], *parts)
+
+
+class Options(usage.Options):
+    """twistd sealskin options. Each also reads SEALSKIN_<NAME> from the environment."""
+
+    synopsis = "[options]"
+    optParameters = [
+        [s.name, None, None, f"{s.help} [env {s.env}; default {s.default or 'unset'}]"]
+        for s in SETTINGS
+    ]
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self._env = os.environ if env is None else env
+        self.config: Config | None = None
+
+    def postOptions(self) -> None:
+        self.config = build_config(self, self._env)
+
+
+def _pick(opts: Mapping[str, Any], env: Mapping[str, str], s: Setting) -> str:
+    if opts.get(s.name) is not None:
+        return str(opts[s.name])
+    for key in (s.env, *s.aliases):
+        if key in env:
+            return env[key]
+    return s.default
+
+
+def build_config(opts: Mapping[str, Any], env: Mapping[str, str]) -> Config:
+    """Parses every setting; raises UsageError naming the setting on a bad value."""
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        raw = _pick(opts, env, s)
+        try:
+            values[s.name.replace("-", "_")] = s.parse(raw)
+        except ValueError as e:
+            raise usage.UsageError(f"--{s.name} ({s.env}): {raw!r} {e}") from None
+    values["data_dir"] = os.path.abspath(values["data_dir"])
+    return Config(values)

@@ -1,0 +1,100 @@
+"""The AES-256-GCM envelope around request and response bodies (upstream-protocol 2.3, 2.4).
+
+An envelope is ``{"iv": b64(12 bytes), "ciphertext": b64(ciphertext || 16-byte tag)}``,
+no associated data, standard padded base64. AES on big bodies is CPU work: the server
+moves bodies over its size threshold to the work pool.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Mapping
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from sealskin.crypto import EnvelopeError
+
+IV_BYTES = 12
+TAG_BYTES = 16
+DECRYPT_FAILED = "Failed to decrypt request"  # upstream-protocol 2.3: the wire text
+
+
+def b64encode(data: bytes) -> str:
+    """Standard alphabet, always padded: what ``atob`` and upstream expect."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode_strict(s: object) -> bytes:
+    """Decodes standard base64, tolerating only missing ``=`` padding.
+
+    Raises EnvelopeError for non-strings and any character outside the alphabet
+    (whitespace included).
+    """
+    if not isinstance(s, str):
+        raise EnvelopeError(DECRYPT_FAILED)
+    try:
+        return base64.b64decode(s + "=" * (-len(s) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise EnvelopeError(DECRYPT_FAILED) from None
+
+
+def seal(key: bytes, plaintext: bytes, iv: bytes | None = None) -> dict[str, str]:
+    """Encrypts under a fresh random IV (``iv`` is for test vectors only: never reuse one)."""
+    if iv is None:
+        iv = os.urandom(IV_BYTES)
+    elif len(iv) != IV_BYTES:
+        raise EnvelopeError("The IV must be 12 bytes.")
+    return {"iv": b64encode(iv), "ciphertext": b64encode(AESGCM(key).encrypt(iv, plaintext, None))}
+
+
+def open_envelope(key: bytes, envelope: object) -> tuple[bytes, bytes]:
+    """Returns ``(iv, plaintext)``; the IV lets the caller refuse replays.
+
+    ``envelope`` is the parsed JSON body: a dict with exactly the string members ``iv``
+    and ``ciphertext``. Any other shape, bad base64, a wrong IV size or a tag that does
+    not verify raises EnvelopeError with the one upstream text.
+    """
+    if not isinstance(envelope, dict) or envelope.keys() != {"iv", "ciphertext"}:
+        raise EnvelopeError(DECRYPT_FAILED)
+    iv = b64decode_strict(envelope["iv"])
+    data = b64decode_strict(envelope["ciphertext"])
+    if len(iv) != IV_BYTES or len(data) < TAG_BYTES:
+        raise EnvelopeError(DECRYPT_FAILED)
+    try:
+        return iv, AESGCM(key).decrypt(iv, data, None)
+    except (InvalidTag, ValueError):
+        raise EnvelopeError(DECRYPT_FAILED) from None
+
+
+def dumps_compact(obj: Mapping[str, object]) -> bytes:
+    """Compact UTF-8 JSON, as upstream's JSON responses are (no spaces, no ASCII escaping)."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def seal_json(key: bytes, obj: Mapping[str, object]) -> bytes:
+    """The response body: the envelope, as compact JSON bytes, around compact JSON of ``obj``."""
+    return dumps_compact(seal(key, dumps_compact(obj)))
+
+
+def open_json(key: bytes, envelope: object) -> tuple[bytes, dict[str, object]]:
+    """Returns ``(iv, obj)`` where the plaintext must be UTF-8 JSON text of an object.
+
+    Raises EnvelopeError like open_envelope, also for non-object or non-JSON plaintext
+    (NaN and Infinity included: they are not JSON).
+    """
+    iv, plaintext = open_envelope(key, envelope)
+    try:
+        obj = json.loads(plaintext.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise EnvelopeError(DECRYPT_FAILED) from None
+    if not isinstance(obj, dict):
+        raise EnvelopeError(DECRYPT_FAILED)
+    return iv, obj
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(name)

@@ -1,0 +1,85 @@
+"""Home directories: ``<storage>/homes/<user>/<name>``, one database row each.
+
+Names are checked by the caller (``api/wire.name``); this class only ever joins
+validated names, so no value can point outside the user's own directory.
+Filesystem work runs on the work pool.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+
+from twisted.internet.interfaces import IReactorTime
+
+from sealskin.blocking import Pool
+from sealskin.errors import ApiError, Kind
+from sealskin.model import HomeDir
+from sealskin.store import Conflict, Missing, Store
+
+SHARED_FILES = "_sealskin_shared_files"
+EPHEMERAL = "cleanroom"
+
+
+def _thd_make_home(path: str) -> None:
+    os.makedirs(os.path.join(path, "Desktop", "files"), mode=0o755, exist_ok=True)
+
+
+def _thd_remove_tree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Homes:
+    def __init__(self, store: Store, clock: IReactorTime, work: Pool, root: str) -> None:
+        self._store = store
+        self._clock = clock
+        self._work = work
+        self.root = root
+
+    def user_dir(self, username: str) -> str:
+        return os.path.join(self.root, username)
+
+    def path(self, username: str, name: str) -> str:
+        return os.path.join(self.root, username, name)
+
+    async def names(self, username: str) -> list[str]:
+        """Sorted home names; makes the shared-files home on first use (upstream R11)."""
+        homes: Sequence[HomeDir] = await self._store.homes(username)
+        found = sorted(h.name for h in homes)
+        if SHARED_FILES not in found:
+            await self.create(username, username, SHARED_FILES, exist_ok=True)
+            found = sorted([*found, SHARED_FILES])
+        return found
+
+    async def exists(self, username: str, name: str) -> bool:
+        return any(h.name == name for h in await self._store.homes(username))
+
+    async def create(self, actor: str, username: str, name: str, *,
+                     exist_ok: bool = False) -> None:
+        """Adds the row first (atomic duplicate check), then the directory."""
+        if name == EPHEMERAL:
+            raise ApiError(Kind.INVALID, f"'{EPHEMERAL}' is reserved for ephemeral homes.")
+        try:
+            await self._store.add_home(HomeDir(username, name, self._clock.seconds()),
+                                       actor=actor)
+        except Conflict:
+            if exist_ok:
+                return
+            raise ApiError(Kind.CONFLICT, f"Home directory '{name}' already exists.") from None
+        try:
+            await self._work.run(_thd_make_home, self.path(username, name))
+        except OSError:
+            await self._store.remove_home(username, name, actor=actor)
+            raise ApiError(Kind.INTERNAL, "internal error") from None
+
+    async def remove(self, actor: str, username: str, name: str) -> None:
+        try:
+            await self._store.remove_home(username, name, actor=actor)
+        except Missing:
+            raise ApiError(Kind.NOT_FOUND, f"Home directory '{name}' not found.") from None
+        await self._work.run(_thd_remove_tree, self.path(username, name))
+
+    async def remove_all(self, username: str) -> None:
+        """Deletes a removed user's storage (rows went with the principal)."""
+        await self._work.run(_thd_remove_tree, self.user_dir(username))

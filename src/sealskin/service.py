@@ -1,0 +1,225 @@
+"""Composition root: builds every component from the Config, starts and stops them in order.
+
+The only module that names concrete classes. ``makeService`` does the startup
+work that may fail (directories, keys, migrations) before the reactor runs, and
+exits with a clear message.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.application.service import IService, Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python import usage
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Site
+
+from sealskin import config as _config
+from sealskin.api.admin import AdminHandlers
+from sealskin.api.edge import Edge, limited_request_factory
+from sealskin.api.handshake import HandshakeHandlers
+from sealskin.api.homes import HomeHandlers
+from sealskin.api.resource import build_api
+from sealskin.api.routes import Handlers, routes
+from sealskin.blocking import Pool
+from sealskin.crypto import keys
+from sealskin.crypto.secretbox import SecretKeeper
+from sealskin.crypto.sessions import CryptoSessions, RateLimiter
+from sealskin.orchestration.bootstrap import bootstrap_admin
+from sealskin.orchestration.homes import Homes
+from sealskin.orchestration.host import HostFacts
+from sealskin.orchestration.principals import Principals
+from sealskin.proxy import tls
+from sealskin.store import sqlite
+
+log = Logger()
+
+Options = _config.Options
+
+
+class Paths:
+    """Where things live under the data directory."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+        self.db = os.path.join(data_dir, "sealskin.db")
+        self.keys = os.path.join(data_dir, "keys")
+        self.server_key = os.path.join(self.keys, "server_key.pem")
+        self.secret_key = os.path.join(self.keys, "secretbox.key")
+        self.tls_cert = os.path.join(self.keys, "tls_cert.pem")
+        self.tls_key = os.path.join(self.keys, "tls_key.pem")
+        self.admin_json = os.path.join(data_dir, "admin.json")
+        self.storage = os.path.join(data_dir, "storage")
+        self.homes = os.path.join(self.storage, "homes")
+        self.internal = os.path.join(data_dir, "internal")  # never a user's name space (W15)
+
+    def make(self) -> None:
+        os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.keys, mode=0o700, exist_ok=True)
+        os.makedirs(self.homes, mode=0o755, exist_ok=True)
+        os.makedirs(self.internal, mode=0o700, exist_ok=True)
+
+
+def load_or_create_server_key(path: str, bits: int) -> Any:
+    """The E2EE server key: PKCS#8, mode 0600, made once and never regenerated."""
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            return keys.load_private_pem(f.read())
+    key = keys.generate_rsa(bits)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(keys.private_pem(key))
+    os.replace(path + ".tmp", path)
+    log.info("Generated a {bits}-bit server key at {path}", bits=bits, path=path)
+    return key
+
+
+class SealskinService(Service):
+    """Starts store, pools, bootstrap, timers, then listeners; stops in reverse."""
+
+    def __init__(self, cfg: _config.Config, reactor: Any) -> None:
+        self.cfg = cfg
+        self.reactor = reactor
+        self.paths = Paths(cfg.data_dir)
+        self.paths.make()
+        self.server_key = load_or_create_server_key(self.paths.server_key,
+                                                    cfg.server_key_bits)
+        self.server_public_pem = keys.public_pem(self.server_key)
+        sqlite.migrate(self.paths.db)
+        self.secrets = SecretKeeper.load_or_create(self.paths.secret_key)
+        self._tls_paths()
+        self._build()
+        self.ports: list[IListeningPort] = []
+        self.timers = [TimerService(60, self.crypto.sweep)]
+
+    def _tls_paths(self) -> None:
+        cert, key = self.cfg.tls_cert, self.cfg.tls_key
+        if bool(cert) != bool(key):
+            raise usage.UsageError("--tls-cert and --tls-key go together.")
+        if not cert:
+            cert, key = self.paths.tls_cert, self.paths.tls_key
+            if tls.ensure_self_signed(cert, key, self.cfg.host_url or "localhost"):
+                log.warn("Generated a self-signed certificate at {cert}: browsers will "
+                         "not trust it. Pass --tls-cert/--tls-key for production.", cert=cert)
+        self.tls_cert, self.tls_key = cert, key
+
+    def _build(self) -> None:
+        cfg, reactor = self.cfg, self.reactor
+        self.work = Pool(reactor, "sealskin-work", cfg.work_threads)
+        self.store = sqlite.SqliteStore(reactor, self.paths.db, clock=reactor)
+        self.crypto = CryptoSessions(reactor, idle_seconds=cfg.crypto_session_idle_seconds,
+                                     max_sessions=cfg.crypto_sessions_max)
+        limiter = RateLimiter(reactor, per_second=cfg.handshake_rate, burst=cfg.handshake_burst)
+        self.principals = Principals(self.store, reactor, self.work,
+                                     leeway_seconds=cfg.jwt_leeway_seconds,
+                                     max_lifetime_seconds=cfg.jwt_max_lifetime_seconds)
+        self.homes = Homes(self.store, reactor, self.work, self.paths.homes)
+        host = HostFacts(reactor, self.work, self.paths.storage, self._gpus)
+        handlers = Handlers(
+            handshake=HandshakeHandlers(self.server_key, self.crypto, limiter, self.work),
+            admin=AdminHandlers(self.principals, self.homes, host,
+                                server_public_key=self.server_public_pem,
+                                api_port=cfg.api_port, session_port=cfg.session_port),
+            homes=HomeHandlers(self.principals, self.homes),
+        )
+        self.edge = Edge(self.crypto, self.principals)
+        self.api = build_api(self.edge, routes(handlers))
+
+    async def _gpus(self) -> list[Any]:
+        return []
+
+    def _site(self, root: IResource) -> Site:
+        site = Site(root)
+        site.displayTracebacks = False
+        site.requestFactory = limited_request_factory(
+            self.cfg.max_body_bytes, {b"/api/upload/chunk": self.cfg.max_upload_body_bytes})
+        return site
+
+    def _tls_root(self) -> IResource:
+        root = Resource()
+        root.putChild(b"api", self.api)
+        return root
+
+    async def start(self) -> None:
+        """Store, pools, bootstrap, timers, listeners (STYLE.md section 10)."""
+        self.store.start()
+        self.work.start()
+        for timer in self.timers:
+            timer.startService()
+        api_ep = self.cfg.api_endpoint or f"tcp:{self.cfg.api_port}"
+        self.ports.append(await endpoints.serverFromString(self.reactor, api_ep).listen(
+            self._site(self.api)))
+        self.ports.append(await self._listen_tls())
+        await bootstrap_admin(self.store, self.principals, self.work,
+                              config_path=self.paths.admin_json,
+                              host=self.cfg.host_url or "localhost",
+                              api_port=self.api_port, session_port=self.session_port,
+                              server_public_key=self.server_public_pem, key_bits=4096)
+        log.info("SealSkin API on port {api}, sessions (TLS) on port {tls}; admin config: "
+                 "{path}", api=self.api_port, tls=self.session_port,
+                 path=self.paths.admin_json)
+
+    async def _listen_tls(self) -> IListeningPort:
+        ctx = tls.server_context_factory(self.tls_cert, self.tls_key)
+        site = self._site(self._tls_root())
+        desc = self.cfg.session_endpoint or f"tcp:{self.cfg.session_port}"
+        ep = endpoints.serverFromString(self.reactor, desc)
+        if desc.startswith("ssl:"):
+            port: IListeningPort = await ep.listen(site)
+        else:  # plain or systemd-activated socket: we add TLS ourselves
+            port = await ep.listen(TLSMemoryBIOFactory(ctx, False, site))
+        return port
+
+    @property
+    def api_port(self) -> int:
+        return int(self.ports[0].getHost().port)
+
+    @property
+    def session_port(self) -> int:
+        return int(self.ports[1].getHost().port)
+
+    async def stop(self) -> None:
+        """Listeners, timers, in-flight work, pools, store (STYLE.md section 10)."""
+        for port in self.ports:
+            await port.stopListening()
+        self.ports.clear()
+        for timer in self.timers:
+            if timer.running:
+                await timer.stopService()
+        self.work.stop()
+        await self.store.close()
+
+    def startService(self) -> None:
+        Service.startService(self)
+        d = Deferred.fromCoroutine(self.start())
+        d.addErrback(self._failed_start)
+
+    def _failed_start(self, failure: Any) -> None:
+        log.failure("SealSkin failed to start", failure)
+        self.reactor.stop()
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        return Deferred.fromCoroutine(self.stop())
+
+
+def makeService(options: usage.Options) -> IService:
+    """twistd entry point. Startup failures exit with a clear message, no traceback."""
+    from twisted.internet import reactor
+
+    cfg = options.config if isinstance(options, _config.Options) else None
+    if cfg is None:
+        cfg = _config.build_config(options, os.environ)
+    try:
+        return SealskinService(cfg, reactor)
+    except (OSError, ValueError, sqlite.MigrationError) as e:  # type: ignore[attr-defined]
+        sys.stderr.write(f"sealskin: cannot start: {e}\n")
+        raise SystemExit(1) from None
