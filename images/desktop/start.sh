@@ -1,5 +1,5 @@
 #!/bin/bash
-# sealskin/desktop entrypoint (PID 1): Xvnc + openbox + xterm as PUID/PGID,
+# sealskin/desktop entrypoint (PID 1): Xvnc + jwm + xterm as PUID/PGID,
 # websockify on 127.0.0.1:6080, nginx on :3000 under $SUBFOLDER with Basic auth
 # ($CUSTOM_USER/$PASSWORD). SIGTERM stops everything; any part dying stops the container.
 set -euo pipefail
@@ -84,8 +84,8 @@ for _ in $(seq 100); do
 done
 [ -S "/tmp/.X11-unix/X$DISPLAY_NUM" ] || die "Xvnc did not start"
 
-as_user xsetroot -solid '#2f4f5f' || true
-as_user openbox &
+
+as_user jwm &
 pids+=($!)
 # A terminal, reopened if the user closes it.
 as_user bash -c 'cd /config; while :; do xterm -geometry 110x32+40+40 -fa "DejaVu Sans Mono" \

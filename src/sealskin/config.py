@@ -86,6 +86,8 @@ SETTINGS: tuple[Setting, ...] = (
             aliases=("SEALSKIN_PROXY_KEY_PATH",)),
     Setting("server-key-bits", "4096", "RSA size of the server key made at first start.",
             _positive_int),
+    Setting("admin-key-bits", "4096", "RSA size of the bootstrap admin's key.",
+            _positive_int),
     Setting("max-body-bytes", str(MiB), "Largest JSON request body accepted.", _positive_int),
     Setting("max-upload-body-bytes", str(16 * MiB), "Largest body for /api/upload/chunk "
             "(a base64 chunk inside the envelope).", _positive_int),

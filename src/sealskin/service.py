@@ -162,7 +162,8 @@ class SealskinService(Service):
                               config_path=self.paths.admin_json,
                               host=self.cfg.host_url or "localhost",
                               api_port=self.api_port, session_port=self.session_port,
-                              server_public_key=self.server_public_pem, key_bits=4096)
+                              server_public_key=self.server_public_pem,
+                              key_bits=self.cfg.admin_key_bits)
         log.info("SealSkin API on port {api}, sessions (TLS) on port {tls}; admin config: "
                  "{path}", api=self.api_port, tls=self.session_port,
                  path=self.paths.admin_json)

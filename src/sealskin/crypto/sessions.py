@@ -33,7 +33,7 @@ class CryptoSessions:
 
     Sessions younger than ``fresh_seconds`` sit in a separate creation-ordered queue and
     are evicted only when no older session is left; when they come of age they join the
-    LRU order as if used at that moment, so the LRU order stays exact and O(1).
+    LRU order as if used at that moment. Idle time counts from the real last use.
     """
 
     def __init__(
@@ -81,7 +81,7 @@ class CryptoSessions:
                 del self._aged[session_id]
                 return None
             self._aged.move_to_end(session_id)
-        session.touched = max(session.touched, now)
+        session.touched = now
         return session.key
 
     def note_iv(self, session_id: str, iv: bytes) -> bool:
@@ -97,7 +97,11 @@ class CryptoSessions:
         return True
 
     def sweep(self) -> int:
-        """Drops idle sessions (call from a timer); returns how many went."""
+        """Drops idle sessions (call from a timer); returns how many went.
+
+        Stops at the first live session in LRU order, so a session that came of age
+        unused may outlive its idle time by up to ``fresh_seconds`` here; ``get`` is exact.
+        """
         now = self._now()
         dropped = 0
         while self._aged:
@@ -117,7 +121,6 @@ class CryptoSessions:
             if come_of_age > now:
                 break
             del self._fresh[session_id]
-            session.touched = max(session.touched, come_of_age)
             self._aged[session_id] = session
         return now
 

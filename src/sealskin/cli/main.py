@@ -1,0 +1,250 @@
+"""``sealskin``: the scripted API client (speaks the same envelope as the extension).
+
+    sealskin --config admin.json status
+    sealskin --config admin.json users add alice
+    sealskin --config admin.json --json groups list
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+from twisted.python import usage
+
+from sealskin.client import ApiCallError, ApiClient, ClientConfig
+
+
+def _settings(opts: usage.Options) -> dict[str, Any]:
+    """Settings flags shared by users and groups; only the given ones are sent."""
+    out: dict[str, Any] = {}
+    for flag in ("active", "persistent-storage", "public-sharing", "gpu"):
+        value = opts.get(flag)
+        if value is not None:
+            out[flag.replace("-", "_")] = value == "true"
+    for flag in ("session-limit", "storage-limit"):
+        if opts.get(flag) is not None:
+            out[flag.replace("-", "_")] = int(opts[flag])
+    if opts.get("group") is not None:
+        out["group"] = opts["group"]
+    return out
+
+
+class _SettingsOptions(usage.Options):
+    optParameters = [
+        ["active", None, None, "true or false"],
+        ["persistent-storage", None, None, "true or false"],
+        ["public-sharing", None, None, "true or false"],
+        ["gpu", None, None, "true or false"],
+        ["session-limit", None, None, "concurrent sessions (-1 = server default)"],
+        ["storage-limit", None, None, "MiB (-1 = unlimited)"],
+        ["group", None, None, "group name (users only)"],
+    ]
+
+
+class _Named(_SettingsOptions):
+    def parseArgs(self, name: str) -> None:
+        self["name"] = name
+
+
+class _AddPrincipal(_Named):
+    optParameters = _SettingsOptions.optParameters + [
+        ["public-key", None, None, "PEM file of the user's public key (default: generate)"],
+        ["save-config", None, None, "write the new user's client config (admin.json format) here"],
+    ]
+
+
+class _Home(usage.Options):
+    optParameters = [["user", "u", None, "another user's homes (admin)"],
+                     ["admin-user", None, None, "an admin's homes (admin)"]]
+
+    def parseArgs(self, *args: str) -> None:
+        self["args"] = args
+
+
+def _sub(name: str, options: type[usage.Options], help_text: str) -> list[Any]:
+    return [name, None, options, help_text]
+
+
+class _Noun(usage.Options):
+    verbs: Sequence[tuple[str, type[usage.Options], str]] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.subCommands = [_sub(*v) for v in self.verbs]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("Which action? " + ", ".join(v[0] for v in self.verbs))
+
+
+class _Empty(usage.Options):
+    pass
+
+
+class _Users(_Noun):
+    verbs = (("list", _Empty, "list users"), ("add", _AddPrincipal, "add a user"),
+             ("update", _Named, "change a user's settings"), ("remove", _Named, "remove a user"))
+
+
+class _Admins(_Noun):
+    verbs = (("list", _Empty, "list admins"), ("add", _AddPrincipal, "add an admin"),
+             ("remove", _Named, "remove an admin"))
+
+
+class _Groups(_Noun):
+    verbs = (("list", _Empty, "list groups"), ("add", _Named, "add a group"),
+             ("update", _Named, "replace a group's settings"), ("remove", _Named, "remove"))
+
+
+class _Homes(_Noun):
+    verbs = (("list", _Home, "list home directories"), ("add", _Home, "add NAME"),
+             ("remove", _Home, "remove NAME"))
+
+
+class Options(usage.Options):
+    synopsis = "[--config FILE] [--json] COMMAND ..."
+    optFlags = [["json", "j", "print JSON instead of text"],
+                ["verify-tls", None, "verify the TLS certificate of --url"]]
+    optParameters = [
+        ["config", "c", os.environ.get("SEALSKIN_CLIENT_CONFIG", "admin.json"),
+         "client config (admin.json format) [env SEALSKIN_CLIENT_CONFIG]"],
+        ["url", None, None, "base URL (default http://<server_endpoint>:<api_port>)"],
+    ]
+    subCommands = [
+        _sub("status", _Empty, "who am I, and my effective settings"),
+        _sub("users", _Users, "manage users (admin)"),
+        _sub("admins", _Admins, "manage admins (admin)"),
+        _sub("groups", _Groups, "manage groups (admin)"),
+        _sub("homes", _Homes, "manage home directories"),
+    ]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("Which command?")
+
+
+Printer = Callable[[Any], str]
+
+
+def _principal_rows(items: Sequence[dict[str, Any]]) -> str:
+    return "\n".join(f"{u['username']}\t{'admin' if u['is_admin'] else 'user'}"
+                     f"\t{json.dumps(u['settings']) if u['settings'] else ''}"
+                     for u in items) or "(none)"
+
+
+async def _users(c: ApiClient, verb: str, o: usage.Options, admins: bool) -> tuple[Any, str]:
+    kind = "admins" if admins else "users"
+    if verb == "list":
+        data = await c.call("POST", "/api/admin/data", {})
+        return data[kind], _principal_rows(data[kind])
+    name = o["name"]
+    if verb == "remove":
+        await c.call("DELETE", f"/api/admin/{kind}/{name}")
+        return {"removed": name}, f"removed {name}"
+    if verb == "update":
+        user = await c.call("PUT", f"/api/admin/users/{name}", {"settings": _settings(o)})
+        return user, _principal_rows([user])
+    body: dict[str, Any] = {"username": name, "public_key": None}
+    if o.get("public-key"):
+        with open(o["public-key"], encoding="utf-8") as f:
+            body["public_key"] = f.read()
+    if not admins:
+        body["settings"] = _settings(o)
+    made = await c.call("POST", f"/api/admin/{kind}", body)
+    text = _principal_rows([made["user"]])
+    if made.get("private_key") and o.get("save-config"):
+        doc = {**c.config.as_dict(), "username": name, "private_key": made["private_key"]}
+        fd = os.open(o["save-config"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=2)
+        text += f"\nclient config written to {o['save-config']}"
+    elif made.get("private_key"):
+        text += "\n" + made["private_key"]
+    return made, text
+
+
+async def _groups(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str]:
+    if verb == "list":
+        groups = (await c.call("POST", "/api/admin/data", {}))["groups"]
+        return groups, "\n".join(f"{g['name']}\t{json.dumps(g['settings'])}"
+                                 for g in groups) or "(none)"
+    name = o["name"]
+    if verb == "remove":
+        await c.call("DELETE", f"/api/admin/groups/{name}")
+        return {"removed": name}, f"removed {name}"
+    if verb == "add":
+        g = await c.call("POST", "/api/admin/groups", {"name": name, "settings": _settings(o)})
+    else:
+        g = await c.call("PUT", f"/api/admin/groups/{name}", {"settings": _settings(o)})
+    return g, f"{g['name']}\t{json.dumps(g['settings'])}"
+
+
+async def _homes(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str]:
+    base = "/api/homedirs"
+    if o.get("user"):
+        base = f"/api/admin/users/{o['user']}/homedirs"
+    elif o.get("admin-user"):
+        base = f"/api/admin/admins/{o['admin-user']}/homedirs"
+    args = o["args"]
+    if verb == "list":
+        homes = (await c.call("GET", base))["home_dirs"]
+        return homes, "\n".join(homes) or "(none)"
+    if len(args) != 1:
+        raise usage.UsageError(f"homes {verb} takes one NAME")
+    if verb == "add":
+        return await c.call("POST", base, {"home_name": args[0]}), f"added {args[0]}"
+    await c.call("DELETE", f"{base}/{args[0]}")
+    return {"removed": args[0]}, f"removed {args[0]}"
+
+
+async def run(reactor: Any, opts: Options) -> Any:
+    """Runs the chosen command; returns what was printed as JSON (for tests)."""
+    config = ClientConfig.load(opts["config"])
+    client = ApiClient(reactor, config, base_url=opts["url"], tls_verify=opts["verify-tls"])
+    cmd, sub = opts.subCommand, opts.subOptions
+    verb = getattr(sub, "subCommand", None)
+    subsub = getattr(sub, "subOptions", None)
+    if cmd == "status":
+        status = await client.call("POST", "/api/admin/status", {})
+        value, text = status, "\n".join(f"{k}: {v}" for k, v in status.items())
+    elif cmd in ("users", "admins"):
+        value, text = await _users(client, verb, subsub, cmd == "admins")
+    elif cmd == "groups":
+        value, text = await _groups(client, verb, subsub)
+    elif cmd == "homes":
+        value, text = await _homes(client, verb, subsub)
+    else:
+        value, text = await extra_command(client, cmd, sub)
+    print(json.dumps(value, indent=2) if opts["json"] else text)
+    return value
+
+
+async def extra_command(client: ApiClient, cmd: str, sub: Any) -> tuple[Any, str]:
+    raise usage.UsageError(f"unknown command {cmd}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    opts = Options()
+    try:
+        opts.parseOptions(list(sys.argv[1:] if argv is None else argv))
+    except usage.UsageError as e:
+        sys.stderr.write(f"{opts}\nsealskin: {e}\n")
+        raise SystemExit(2) from None
+
+    async def _main(reactor: Any) -> None:
+        try:
+            await run(reactor, opts)
+        except ApiCallError as e:
+            sys.stderr.write(f"sealskin: server said {e.status}: {e.detail}\n")
+            raise SystemExit(1) from None
+        except (OSError, ValueError) as e:
+            sys.stderr.write(f"sealskin: {e}\n")
+            raise SystemExit(1) from None
+
+    task.react(lambda reactor: Deferred.fromCoroutine(_main(reactor)))

@@ -1,0 +1,257 @@
+"""A small client for the encrypted API, for the CLI and the tests.
+
+It speaks the protocol of the published extension: handshake (upstream-protocol 2.1,
+2.2), a fresh JWT per call (3.1), envelope both ways (2.3, 2.4), and one re-handshake
+and resend after a 400 (2.6).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+import attrs
+from cryptography.hazmat.primitives.asymmetric import rsa
+from treq.client import HTTPClient
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.ssl import CertificateOptions
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IPolicyForHTTPS
+from zope.interface import implementer
+
+from sealskin.crypto import HandshakeError, envelope, handshake, keys, tokens
+
+_FIELDS = ("server_endpoint", "api_port", "session_port", "username", "private_key",
+           "server_public_key")
+
+
+class ApiCallError(Exception):
+    """A non-2xx answer; ``detail`` is the server's ``{"detail"}`` or the raw body text."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def _port(name: str, value: object) -> int:
+    # upstream-protocol 3.5: ports may be numbers or strings.
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"Client config: {name} must be a port number.")
+    try:
+        port = int(value)
+    except ValueError:
+        raise ValueError(f"Client config: {name} must be a port number.") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"Client config: {name} must be between 1 and 65535.")
+    return port
+
+
+def _text(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"Client config: {name} must be a non-empty string.")
+    return value
+
+
+@attrs.frozen
+class ClientConfig:
+    """The client configuration document, ``admin.json`` (upstream-protocol 3.5)."""
+
+    server_endpoint: str
+    api_port: int
+    session_port: int
+    username: str
+    private_key: str
+    server_public_key: str
+
+    @classmethod
+    def load(cls, path: str) -> ClientConfig:
+        """Reads a JSON file (blocking); raises ValueError with a clear message."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                document = json.load(f)
+        except OSError as e:
+            raise ValueError(f"Cannot read client config {path}: {e.strerror}.") from None
+        except ValueError:
+            raise ValueError(f"Client config {path} is not valid JSON.") from None
+        return cls.from_dict(document)
+
+    @classmethod
+    def from_dict(cls, document: object) -> ClientConfig:
+        """Validates all six keys, including that both keys parse as RSA PEM."""
+        if not isinstance(document, dict):
+            raise ValueError("Client config must be a JSON object.")
+        missing = [name for name in _FIELDS if name not in document]
+        if missing:
+            raise ValueError(f"Client config is missing: {', '.join(missing)}.")
+        config = cls(
+            server_endpoint=_text("server_endpoint", document["server_endpoint"]),
+            api_port=_port("api_port", document["api_port"]),
+            session_port=_port("session_port", document["session_port"]),
+            username=_text("username", document["username"]),
+            private_key=_text("private_key", document["private_key"]),
+            server_public_key=_text("server_public_key", document["server_public_key"]),
+        )
+        try:
+            keys.load_private_pem(config.private_key.encode("utf-8"))
+            keys.load_public_pem(config.server_public_key)
+        except ValueError as e:
+            raise ValueError(f"Client config: {e}") from None
+        return config
+
+
+@implementer(IPolicyForHTTPS)
+class _TrustAnyCertificate:
+    """For self-signed session ports only (``tls_verify=False``)."""
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> CertificateOptions:
+        return CertificateOptions(verify=False)
+
+
+class ApiClient:
+    """Calls the encrypted API as a principal; handshakes lazily and after any 400."""
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        config: ClientConfig,
+        *,
+        base_url: str | None = None,
+        tls_verify: bool = False,
+        agent: IAgent | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._config = config
+        self._key = keys.load_private_pem(config.private_key.encode("utf-8"))
+        self._server_public = keys.load_public_pem(config.server_public_key)
+        self.base_url = (base_url or _default_base_url(config)).rstrip("/")
+        if agent is None:
+            # Twisted leaves these constructors unannotated.
+            policy = BrowserLikePolicyForHTTPS() if tls_verify else _TrustAnyCertificate()  # type: ignore[no-untyped-call]
+            pool = HTTPConnectionPool(reactor, persistent=False)  # type: ignore[no-untyped-call]
+            agent = Agent(reactor, contextFactory=policy, pool=pool)  # type: ignore[no-untyped-call]
+        self._http = HTTPClient(agent)
+        self.session_id: str | None = None
+        self.session_key: bytes | None = None
+
+    async def handshake(self) -> str:
+        """Makes a new crypto session and returns its id (earlier ones stay valid)."""
+        status, _, body = await self.raw("POST", "/api/handshake/initiate")
+        handshake.verify_initiate(self._server_public, _json_object(status, body))
+        key = os.urandom(handshake.SESSION_KEY_BYTES)
+        wrapped = {"encrypted_session_key": handshake.wrap_session_key(self._server_public, key)}
+        status, _, body = await self.raw(
+            "POST", "/api/handshake/exchange", body=envelope.dumps_compact(wrapped),
+            headers={"Content-Type": "application/json"},
+        )
+        session_id = _json_object(status, body).get("session_id")
+        if not isinstance(session_id, str):
+            raise HandshakeError("The server's exchange answer has no session id.")
+        self.session_id, self.session_key = session_id, key
+        return session_id
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, object] | None = None,
+        *,
+        query: Mapping[str, str] | None = None,
+    ) -> object:
+        """One API call: the decrypted answer, or None for an empty one (204).
+
+        Raises ApiCallError for non-2xx answers, EnvelopeError for an undecryptable 2xx.
+        """
+        if self.session_key is None:
+            await self.handshake()
+        key, status, data = await self._send(method, path, body, query)
+        if status == 400:  # upstream-protocol 2.6: re-handshake and resend, once
+            await self.handshake()
+            key, status, data = await self._send(method, path, body, query)
+        if not 200 <= status < 300:
+            raise ApiCallError(status, _detail(data))
+        if status == 204 or not data:
+            return None
+        return envelope.open_json(key, _parse(data))[1]
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, object] | None,
+        query: Mapping[str, str] | None,
+    ) -> tuple[bytes, int, bytes]:
+        key = self.session_key
+        assert key is not None, "handshake first"
+        headers = self.auth_headers()
+        payload = None
+        if body is not None:
+            payload = envelope.seal_json(key, body)
+            headers["Content-Type"] = "application/json"
+        status, _, data = await self.raw(method, path, body=payload, headers=headers, query=query)
+        return key, status, data
+
+    def auth_headers(self) -> dict[str, str]:
+        """``Authorization`` with a freshly minted token, and ``X-Session-ID`` if any."""
+        token = tokens.mint(self._key, self._config.username, now=self._reactor.seconds())
+        headers = {"Authorization": f"Bearer {token}"}
+        if self.session_id is not None:
+            headers["X-Session-ID"] = self.session_id
+        return headers
+
+    async def raw(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> tuple[int, dict[str, list[str]], bytes]:
+        """Sends exactly what it is given: ``(status, headers, body)``, for hostile-input tests."""
+        url = self.base_url + path + (f"?{urlencode(query)}" if query else "")
+        sent = Headers()
+        for name, value in (headers or {}).items():
+            sent.addRawHeader(name, value)
+        response = await self._http.request(method, url, data=body, headers=sent)
+        data: bytes = await response.content()
+        found = {
+            name.decode("latin-1").lower(): [v.decode("latin-1") for v in values]
+            for name, values in response.headers.getAllRawHeaders()
+        }
+        return response.code, found, data
+
+
+def _default_base_url(config: ClientConfig) -> str:
+    host = config.server_endpoint
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    return f"http://{host}:{config.api_port}"
+
+
+def _parse(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None  # open_json then refuses it with EnvelopeError
+
+
+def _json_object(status: int, data: bytes) -> dict[str, object]:
+    if status != 200:
+        raise ApiCallError(status, _detail(data))
+    parsed = _parse(data)
+    if not isinstance(parsed, dict):
+        raise HandshakeError("The server's handshake answer is not a JSON object.")
+    return parsed
+
+
+def _detail(data: bytes) -> str:
+    parsed = _parse(data)
+    if isinstance(parsed, dict) and "detail" in parsed:
+        detail = parsed["detail"]
+        return detail if isinstance(detail, str) else json.dumps(detail)
+    return data.decode("utf-8", errors="replace")

@@ -1,0 +1,184 @@
+"""Hostile inputs get a clear 4xx with a JSON detail: never a 500, a traceback, or a write."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from typing import Any
+
+import pytest
+import pytest_twisted
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import serialization
+
+from independent_client import Client, b64, b64url, jwt
+
+OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    serialization.NoEncryption()).decode()
+
+
+def _hs256_with_public_key(admin: Client) -> str:
+    import hmac, hashlib
+    head = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    now = int(time.time())
+    body = b64url(json.dumps({"sub": "admin", "iat": now, "exp": now + 300}).encode())
+    secret = admin.config["server_public_key"].encode()
+    sig = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64url(sig)}"
+
+
+def _none_alg() -> str:
+    now = int(time.time())
+    head = b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    body = b64url(json.dumps({"sub": "admin", "iat": now, "exp": now + 300}).encode())
+    return f"{head}.{body}."
+
+
+TOKENS = {
+    "garbage": lambda a: "not-a-jwt",
+    "none alg": lambda a: _none_alg(),
+    "hs256 with public key": _hs256_with_public_key,
+    "expired": lambda a: jwt(a.config["private_key"], "admin", iat=time.time() - 1000),
+    "future": lambda a: jwt(a.config["private_key"], "admin", iat=time.time() + 1000),
+    "too long": lambda a: jwt(a.config["private_key"], "admin", lifetime=3600),
+    "no exp": lambda a: jwt(a.config["private_key"], "admin",
+                            claims={"sub": "admin", "iat": int(time.time())}),
+    "no sub": lambda a: jwt(a.config["private_key"], "admin",
+                            claims={"iat": int(time.time()), "exp": int(time.time()) + 60}),
+    "wrong key": lambda a: jwt(OTHER_KEY, "admin"),
+    "unknown user": lambda a: jwt(OTHER_KEY, "nobody"),
+    "unsigned tail": lambda a: jwt(a.config["private_key"], "admin").rsplit(".", 1)[0] + ".",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TOKENS))
+@pytest_twisted.ensureDeferred
+async def test_bad_tokens_all_get_the_same_401(admin: Client, kind: str) -> None:
+    await admin.handshake()
+    r = await admin.call("POST", "/api/admin/status", {}, token=TOKENS[kind](admin))
+    assert r.status == 401, r
+    assert r.detail == "Invalid or expired token."
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_authorization_is_401(admin: Client) -> None:
+    r = await admin.call("POST", "/api/admin/status", {}, token=None)
+    assert r.status == 401 and isinstance(r.detail, str)
+
+
+BODIES = {
+    "not json": b"{nope",
+    "json array": b"[1,2]",
+    "missing iv": json.dumps({"ciphertext": "AAAA"}).encode(),
+    "bad base64": json.dumps({"iv": "!!!!", "ciphertext": "@@@@"}).encode(),
+    "short iv": json.dumps({"iv": b64(b"123"), "ciphertext": b64(b"x" * 32)}).encode(),
+    "tampered": None,  # built in the test
+    "extra keys": json.dumps({"iv": b64(os.urandom(12)), "ciphertext": "AAAA", "x": 1}).encode(),
+    "numbers": json.dumps({"iv": 1, "ciphertext": 2}).encode(),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BODIES))
+@pytest_twisted.ensureDeferred
+async def test_bad_envelopes_are_400_and_write_nothing(admin: Client, server: Any,
+                                                       kind: str) -> None:
+    await admin.handshake()
+    body = BODIES[kind]
+    if body is None:
+        sealed = json.loads(admin.seal({"username": "mallory", "settings": {}}))
+        ct = bytearray(base64.b64decode(sealed["ciphertext"]))
+        ct[0] ^= 1
+        body = json.dumps({"iv": sealed["iv"], "ciphertext": b64(bytes(ct))}).encode()
+    r = await admin.raw("POST", "/api/admin/users", body=body)
+    assert r.status == 400, r
+    assert r.detail == "Failed to decrypt request"
+    assert await server.store.principal("mallory") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_plaintext_json_that_is_not_an_object_is_refused(admin: Client) -> None:
+    await admin.handshake()
+    sealed = admin.seal([1, 2, 3])
+    r = await admin.raw("POST", "/api/admin/users", body=sealed)
+    assert r.status == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_replayed_request_is_refused(admin: Client, server: Any) -> None:
+    await admin.handshake()
+    body = admin.seal({"username": "once", "settings": {}})
+    assert (await admin.raw("POST", "/api/admin/users", body=body)).status == 200
+    await admin.call("DELETE", "/api/admin/users/once")
+    r = await admin.raw("POST", "/api/admin/users", body=body)
+    assert r.status == 400
+    assert await server.store.principal("once") is None
+
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/api/homedirs"), ("POST", "/api/admin/status"), ("DELETE", "/api/homedirs/x"),
+    ("PUT", "/api/admin/users/x"), ("POST", "/api/admin/data")])
+@pytest_twisted.ensureDeferred
+async def test_unknown_crypto_session_is_400_on_every_method(admin: Client, method: str,
+                                                            path: str) -> None:
+    r = await admin.raw(method, path, headers={"X-Session-ID": "not-a-session"})
+    assert r.status == 400 and r.detail == "Invalid or missing session ID"
+    r = await admin.raw(method, path, session=False)
+    assert r.status == 400
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "../etc", "x\x00y", "tab\tname", "", "é",
+                                  "a" * 65, 42, None])
+@pytest_twisted.ensureDeferred
+async def test_bad_names_are_422(admin: Client, server: Any, name: Any) -> None:
+    for path, body in (("/api/admin/users", {"username": name, "settings": {}}),
+                       ("/api/admin/admins", {"username": name}),
+                       ("/api/admin/groups", {"name": name, "settings": {}}),
+                       ("/api/homedirs", {"home_name": name})):
+        r = await admin.call("POST", path, body)
+        assert r.status == 422, (path, r)
+        assert isinstance(r.detail, str)
+    assert [p.username for p in await server.store.principals()] == ["admin"]
+
+
+@pytest.mark.parametrize("settings", [{"gpu": "yes"}, {"session_limit": "3"},
+                                      {"unknown": True}, [1], {"storage_limit": -5}])
+@pytest_twisted.ensureDeferred
+async def test_bad_settings_are_422(admin: Client, settings: Any) -> None:
+    r = await admin.call("POST", "/api/admin/users", {"username": "sam", "settings": settings})
+    assert r.status == 422, r
+
+
+@pytest.mark.parametrize("key", ["garbage", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END "
+                                 "PUBLIC KEY-----\n", OTHER_KEY])
+@pytest_twisted.ensureDeferred
+async def test_bad_public_keys_are_422(admin: Client, key: str) -> None:
+    r = await admin.call("POST", "/api/admin/users", {"username": "kim", "public_key": key})
+    assert r.status == 422, r
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversized_body_is_413(admin: Client, server: Any) -> None:
+    await admin.handshake()
+    big = admin.seal({"username": "big", "settings": {}, "pad": "x" * (2 * 1024 * 1024)})
+    r = await admin.raw("POST", "/api/admin/users", body=big)
+    assert r.status == 413 and isinstance(r.detail, str)
+    assert await server.store.principal("big") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_handshake_garbage_is_400(admin: Client) -> None:
+    for body in (b"", b"[]", b'{"encrypted_session_key": 5}',
+                 b'{"encrypted_session_key": "AAAA"}', b"\xff\xfe"):
+        r = await admin.raw("POST", "/api/handshake/exchange", body=body, token=None,
+                            session=False)
+        assert r.status == 400, (body, r)
+        assert r.detail == "Failed to decrypt session key"
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_route_is_json_404(admin: Client) -> None:
+    r = await admin.raw("GET", "/api/nope", session=False, token=None)
+    assert r.status == 404 and isinstance(r.detail, str)

@@ -1,0 +1,73 @@
+"""Shared fixtures: the real server in-process on ephemeral ports, real SQLite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.base import DelayedCall
+
+from independent_client import Client
+
+
+def server_options(data_dir: str, **extra: str) -> dict[str, str]:
+    opts = {
+        "data-dir": data_dir,
+        "api-endpoint": "tcp:0:interface=127.0.0.1",
+        "session-endpoint": "tcp:0:interface=127.0.0.1",
+        "server-key-bits": "2048",
+        "admin-key-bits": "2048",
+        "host-url": "127.0.0.1",
+    }
+    opts.update(extra)
+    return opts
+
+
+async def start_server(data_dir: str, **extra: str) -> Any:
+    from sealskin.config import build_config
+    from sealskin.service import SealskinService
+
+    cfg = build_config(server_options(data_dir, **extra), {})
+    svc = SealskinService(cfg, reactor)
+    await svc.start()
+    return svc
+
+
+def admin_client(svc: Any) -> Client:
+    with open(svc.paths.admin_json) as f:
+        cfg = json.load(f)
+    return Client(f"http://127.0.0.1:{svc.api_port}", cfg)
+
+
+@pytest_twisted.async_yield_fixture
+async def server(tmp_path: Any) -> AsyncIterator[Any]:
+    svc = await start_server(str(tmp_path / "data"))
+    yield svc
+    await svc.stop()
+
+
+@pytest.fixture
+def admin(server: Any) -> Client:
+    return admin_client(server)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_delayed_calls() -> Any:
+    """Fails a test that leaves timers behind (trial checked this; pytest-twisted does not)."""
+    before = set(reactor.getDelayedCalls())
+    yield
+    left = [c for c in reactor.getDelayedCalls()
+            if c not in before and c.active() and not _is_internal(c)]
+    for c in left:
+        c.cancel()
+    assert not left, f"test left delayed calls: {left}"
+
+
+def _is_internal(call: DelayedCall) -> bool:
+    text = repr(call)
+    # the thread pools' and HTTP channels' own housekeeping timers
+    return "_updateLogDateTime" in text or "HTTPChannel" in text or "timeoutConnection" in text
