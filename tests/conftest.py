@@ -68,6 +68,7 @@ def _no_leftover_delayed_calls() -> Any:
 
 
 def _is_internal(call: DelayedCall) -> bool:
-    text = repr(call)
-    # the thread pools' and HTTP channels' own housekeeping timers
-    return "_updateLogDateTime" in text or "HTTPChannel" in text or "timeoutConnection" in text
+    name = getattr(call.func, "__qualname__", repr(call.func))
+    # HTTP servers' own housekeeping timers (log date cache, idle-connection timeouts)
+    return any(part in name for part in ("_updateLogDateTime", "timeoutConnection",
+                                         "_logDateTime"))

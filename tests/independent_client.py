@@ -14,6 +14,9 @@ import time
 from typing import Any
 
 import treq
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.web.client import Agent, HTTPConnectionPool
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -63,20 +66,22 @@ class Client:
         self.config = config
         self.key: bytes | None = None
         self.session_id: str | None = None
+        # no persistent connections: a test ends with no sockets or timers left
+        self.http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
 
     async def handshake(self) -> None:
-        r = await treq.post(self.base + "/api/handshake/initiate")
-        assert r.code == 200, (r.code, await r.content())
-        body = json.loads(await r.content())
+        r = await self.http.post(self.base + "/api/handshake/initiate")
+        assert r.code == 200, (r.code, await treq.content(r))
+        body = json.loads(await treq.content(r))
         server_key = serialization.load_pem_public_key(self.config["server_public_key"].encode())
         server_key.verify(base64.b64decode(body["signature"]),  # type: ignore[union-attr,call-arg]
                           base64.b64decode(body["nonce"]), PSS, hashes.SHA256())
         self.key = os.urandom(32)
         wrapped = server_key.encrypt(self.key, OAEP)  # type: ignore[union-attr,call-arg]
-        r = await treq.post(self.base + "/api/handshake/exchange",
+        r = await self.http.post(self.base + "/api/handshake/exchange",
                             json={"encrypted_session_key": b64(wrapped)})
-        assert r.code == 200, (r.code, await r.content())
-        self.session_id = json.loads(await r.content())["session_id"]
+        assert r.code == 200, (r.code, await treq.content(r))
+        self.session_id = json.loads(await treq.content(r))["session_id"]
 
     def seal(self, value: Any, iv: bytes | None = None) -> bytes:
         assert self.key is not None
@@ -110,9 +115,9 @@ class Client:
         if body is not None:
             h["Content-Type"] = "application/json"
         h.update(headers or {})
-        r = await treq.request(method, self.base + path, data=body,
-                               headers={k: [v] for k, v in h.items()})
-        raw = await r.content()
+        r = await self.http.request(method, self.base + path, data=body,
+                                    headers={k: [v] for k, v in h.items()})
+        raw = await treq.content(r)
         value: Any = None
         if r.code == 200 and raw:
             value = self.open(raw)
@@ -124,6 +129,8 @@ class Client:
         return Response(r.code, r.headers, raw, value)
 
     async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> Response:
+        if self.session_id is None and kw.get("session", True):
+            await self.handshake()
         data = self.seal(body) if body is not None else None
         return await self.raw(method, path, body=data, **kw)
 

@@ -21,6 +21,7 @@ install -d -m 755 /opt/sealskin
 install -m 755 /tmp/recipe/start.sh /opt/sealskin/start.sh
 install -m 644 /tmp/recipe/index.html.in /opt/sealskin/index.html.in
 install -m 644 /tmp/recipe/nginx.conf.in /opt/sealskin/nginx.conf.in
+install -m 644 /tmp/recipe/jwmrc /etc/jwm/system.jwmrc
 install -d -m 755 /config
 # nginx from Debian ships a default site and logs we never use.
 rm -rf /etc/nginx/sites-enabled/* /etc/nginx/sites-available/* /var/log/nginx

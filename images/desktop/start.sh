@@ -46,7 +46,7 @@ umask 022
 unset PASSWORD
 
 vnc_url="vnc.html?autoconnect=1&amp;resize=remote&amp;reconnect=1&amp;path=${PREFIX#/}websockify"
-sed "s|@VNC_URL@|$vnc_url|g" /opt/sealskin/index.html.in >"$RUN/www/index.html"
+sed "s|@VNC_URL@|${vnc_url//&/\\&}|g" /opt/sealskin/index.html.in >"$RUN/www/index.html"
 catch_all=""
 [ "$PREFIX" = "/" ] || catch_all="        location / { return 404; }"
 sed -e "s|@PREFIX@|$PREFIX|g" -e "s|@CATCH_ALL@|$catch_all|" \
@@ -83,8 +83,6 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 [ -S "/tmp/.X11-unix/X$DISPLAY_NUM" ] || die "Xvnc did not start"
-
-
 as_user jwm &
 pids+=($!)
 # A terminal, reopened if the user closes it.

@@ -16,11 +16,12 @@ from urllib.parse import urlencode
 import attrs
 from cryptography.hazmat.primitives.asymmetric import rsa
 from treq.client import HTTPClient
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.internet.ssl import CertificateOptions
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IPolicyForHTTPS
+from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS
 from zope.interface import implementer
 
 from sealskin.crypto import HandshakeError, envelope, handshake, keys, tokens
@@ -130,10 +131,7 @@ class ApiClient:
         self._server_public = keys.load_public_pem(config.server_public_key)
         self.base_url = (base_url or _default_base_url(config)).rstrip("/")
         if agent is None:
-            # Twisted leaves these constructors unannotated.
-            policy = BrowserLikePolicyForHTTPS() if tls_verify else _TrustAnyCertificate()  # type: ignore[no-untyped-call]
-            pool = HTTPConnectionPool(reactor, persistent=False)  # type: ignore[no-untyped-call]
-            agent = Agent(reactor, contextFactory=policy, pool=pool)  # type: ignore[no-untyped-call]
+            agent = _agent(reactor, tls_verify)
         self._http = HTTPClient(agent)
         self.session_id: str | None = None
         self.session_key: bytes | None = None
@@ -217,13 +215,45 @@ class ApiClient:
         sent = Headers()
         for name, value in (headers or {}).items():
             sent.addRawHeader(name, value)
-        response = await self._http.request(method, url, data=body, headers=sent)
+        producer = None if body is None else _BytesProducer(body)
+        response = await self._http.request(method, url, data=producer, headers=sent)
         data: bytes = await response.content()
         found = {
             name.decode("latin-1").lower(): [v.decode("latin-1") for v in values]
             for name, values in response.headers.getAllRawHeaders()
         }
         return response.code, found, data
+
+
+def _agent(reactor: IReactorTime, tls_verify: bool) -> IAgent:
+    # Twisted leaves these constructors unannotated, hence the ignores.
+    policy: IPolicyForHTTPS = _TrustAnyCertificate()
+    if tls_verify:
+        policy = BrowserLikePolicyForHTTPS()  # type: ignore[no-untyped-call]
+    pool = HTTPConnectionPool(reactor, persistent=False)  # type: ignore[no-untyped-call]
+    return Agent(reactor, contextFactory=policy, pool=pool)  # type: ignore[no-untyped-call]
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """Writes a body at once; treq's default producer would schedule on the global reactor."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
 
 
 def _default_base_url(config: ClientConfig) -> str:

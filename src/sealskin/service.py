@@ -8,6 +8,7 @@ exits with a clear message.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import sys
 from typing import Any
 
@@ -106,10 +107,10 @@ class SealskinService(Service):
             raise usage.UsageError("--tls-cert and --tls-key go together.")
         if not cert:
             cert, key = self.paths.tls_cert, self.paths.tls_key
-            if tls.ensure_self_signed(cert, key, self.cfg.host_url or "localhost"):
+            if tls.ensure_self_signed(Path(cert), Path(key), self.cfg.host_url or "localhost"):
                 log.warn("Generated a self-signed certificate at {cert}: browsers will "
                          "not trust it. Pass --tls-cert/--tls-key for production.", cert=cert)
-        self.tls_cert, self.tls_key = cert, key
+        self.tls_cert, self.tls_key = Path(cert), Path(key)
 
     def _build(self) -> None:
         cfg, reactor = self.cfg, self.reactor
@@ -149,7 +150,17 @@ class SealskinService(Service):
         return root
 
     async def start(self) -> None:
-        """Store, pools, bootstrap, timers, listeners (STYLE.md section 10)."""
+        """Store, pools, bootstrap, timers, listeners (STYLE.md section 10).
+
+        A failure part-way stops what was started before it propagates.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         self.store.start()
         self.work.start()
         for timer in self.timers:

@@ -22,7 +22,7 @@ def leaves_nothing_running() -> Iterator[None]:
     """Fails a test that leaves delayed calls or threads (trial checked; pytest-twisted doesn't)."""
     before = set(threading.enumerate())
     yield
-    delayed = reactor.getDelayedCalls()  # type: ignore[attr-defined]
+    delayed = reactor.getDelayedCalls()
     assert not delayed, f"delayed calls left behind: {delayed}"
     extra = [t for t in threading.enumerate() if t not in before]
     assert not extra, f"threads left running: {extra}"

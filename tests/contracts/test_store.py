@@ -6,12 +6,13 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 
 from sealskin.model import (
     AppStore,
@@ -26,6 +27,7 @@ from sealskin.model import (
     UserSettings,
 )
 from sealskin.store import Conflict, Missing, Store
+from sealskin.store.sqlite import SqliteStore, migrate
 
 OpenStore = Callable[[], Store]  # the conftest fixture: opens a store on this test's data
 
@@ -452,11 +454,16 @@ async def test_fifty_parallel_writes_all_land(store: Store) -> None:
 
 @ensure
 async def test_parallel_duplicates_let_exactly_one_win(store: Store) -> None:
-    attempts = [defer.Deferred.fromCoroutine(store.add_principal(user(), actor=f"a{i}"))
-                for i in range(10)]
-    results = await defer.DeferredList(attempts, consumeErrors=True)
-    failures = [r for ok, r in results if not ok]
-    assert len(failures) == 9 and all(f.check(Conflict) for f in failures)
+    async def attempt(actor: str) -> str:
+        try:
+            await store.add_principal(user(), actor=actor)
+        except Conflict:
+            return "conflict"
+        return "added"
+
+    outcomes = await defer.gatherResults([defer.Deferred.fromCoroutine(attempt(f"a{i}"))
+                                          for i in range(10)])
+    assert sorted(outcomes) == ["added"] + ["conflict"] * 9
     assert len(await store.audit()) == 1
 
 
@@ -491,7 +498,7 @@ async def test_sqlite_calls_run_on_a_thread_other_than_the_reactors(open_store: 
     try:
         store = open_store()
     finally:
-        threading.setprofile(None)  # type: ignore[arg-type]  # None is how to unset it
+        threading.setprofile(None)
     sys.setprofile(profile)  # the reactor thread
     try:
         await store.add_principal(user(), actor="root")
@@ -500,3 +507,27 @@ async def test_sqlite_calls_run_on_a_thread_other_than_the_reactors(open_store: 
         sys.setprofile(None)
     assert callers, "no SQLite calls seen"
     assert threading.get_ident() not in callers
+
+
+# SQLite specifics (not part of the contract): rows written by older code still read.
+
+@ensure
+async def test_sqlite_rows_missing_newer_keys_read_with_defaults(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    migrate(path)
+    conn = sqlite3.connect(path)
+    conn.execute("INSERT INTO principals VALUES ('old', 'PEM', 0, ?, 1.0)",
+                 ('{"gpu": false, "dropped_key": 1}',))
+    conn.execute("INSERT INTO apps VALUES ('a', 'A', ?)",
+                 ('{"id": "a", "name": "A", "provider_config": {"image": "i"}, "users": ["x"]}',))
+    conn.commit()
+    conn.close()
+    store = SqliteStore(reactor, path, clock=task.Clock())
+    store.start()
+    try:
+        old = await store.principal("old")
+        assert old is not None and old.settings == UserSettings(gpu=False)
+        assert await store.app("a") == InstalledApp(id="a", name="A", provider_config={"image": "i"},
+                                                    users=("x",))
+    finally:
+        await store.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import pytest
@@ -41,31 +41,32 @@ class FakeServer(Resource):
         self.clock = clock
         self.sessions: dict[str, bytes] = {}
         self.requests: list[tuple[bytes, bytes, dict[str, str]]] = []
-        self.forget_next = False
+        self.refuse_next = 0  # answer this many calls with the re-handshake 400
 
     def render(self, request: Request) -> bytes:
-        headers = {k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()}
-        body = request.content.read()
+        raw_headers = request.requestHeaders.getAllRawHeaders()
+        headers = {k.decode().lower(): v[0].decode() for k, v in raw_headers}
+        body = request.content.read() if request.content else b""
         self.requests.append((request.method, request.uri, headers))
         path = request.path.decode()
         if path == "/api/handshake/initiate":
             return self._json(request, 200, handshake.initiate(SERVER_KEY))
         if path == "/api/handshake/exchange":
-            key = handshake.unwrap_session_key(SERVER_KEY, json.loads(body)["encrypted_session_key"])
+            wrapped = json.loads(body)["encrypted_session_key"]
             sid = f"session-{len(self.sessions)}"
-            self.sessions[sid] = key
+            self.sessions[sid] = handshake.unwrap_session_key(SERVER_KEY, wrapped)
             return self._json(request, 200, {"session_id": sid})
-        key = self.sessions.get(headers.get("x-session-id", ""))
-        if key is None or self.forget_next:
-            self.forget_next = False
+        session_key = self.sessions.get(headers.get("x-session-id", ""))
+        if session_key is None or self.refuse_next:
+            self.refuse_next = max(0, self.refuse_next - 1)
             return self._json(request, 400, {"detail": "Invalid or missing session ID"})
         token = headers["authorization"].removeprefix("Bearer ")
         user = tokens.verify(token, USER_KEY.public_key(), now=self.clock.seconds())
         if path == "/api/echo":
-            sent = envelope.open_json(key, json.loads(body))[1] if body else None
+            sent = envelope.open_json(session_key, json.loads(body))[1] if body else None
             request.setHeader("content-type", "application/json")
             query = {k.decode(): v[0].decode() for k, v in request.args.items()}
-            return envelope.seal_json(key, {"user": user, "sent": sent, "query": query})
+            return envelope.seal_json(session_key, {"user": user, "sent": sent, "query": query})
         if path == "/api/gone":
             request.setResponseCode(204)
             return b""
@@ -74,7 +75,7 @@ class FakeServer(Resource):
         request.setResponseCode(500)
         return b"Internal Server Error"
 
-    def _json(self, request: Request, status: int, obj: dict[str, object]) -> bytes:
+    def _json(self, request: Request, status: int, obj: Mapping[str, object]) -> bytes:
         request.setResponseCode(status)
         request.setHeader("content-type", "application/json")
         return json.dumps(obj).encode()
@@ -86,12 +87,14 @@ class Harness:
         clock.advance(1_737_000_000)
         self.server = FakeServer(clock)
         self.agent = RequestTraversalAgent(self.server)
-        self.client = ApiClient(clock, CONFIG, base_url="http://sealskin.test:8000", agent=self.agent)
+        base_url = "http://sealskin.test:8000"
+        self.client = ApiClient(clock, CONFIG, base_url=base_url, agent=self.agent)
 
     def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         """Drives a client coroutine to its end over the in-memory transport."""
         results: list[Any] = []
-        Deferred.fromCoroutine(coroutine).addBoth(results.append)
+        done = Deferred.fromCoroutine(coroutine)
+        _ = done.addBoth(results.append)
         for _ in range(100):
             if results:
                 break
@@ -170,7 +173,7 @@ def test_a_400_re_handshakes_once_and_resends() -> None:
     h = Harness()
     h.run(h.client.handshake())
     first = h.client.session_id
-    h.server.forget_next = True
+    h.server.refuse_next = 1
     assert h.run(h.client.call("POST", "/api/echo", {}))["sent"] == {}
     assert h.client.session_id != first and len(h.server.sessions) == 2
 
@@ -178,11 +181,11 @@ def test_a_400_re_handshakes_once_and_resends() -> None:
 def test_a_second_400_is_raised() -> None:
     h = Harness()
     h.run(h.client.handshake())
-    h.server.sessions.clear()
+    h.server.refuse_next = 2
     with pytest.raises(ApiCallError) as caught:
         h.run(h.client.call("GET", "/api/echo"))
-    assert caught.value.status == 400
-    assert h.server.sessions == {}  or len(h.server.sessions) == 1
+    assert (caught.value.status, caught.value.detail) == (400, "Invalid or missing session ID")
+    assert len(h.server.sessions) == 2  # one re-handshake, not a loop
 
 
 def test_errors_carry_the_detail_or_the_raw_text() -> None:

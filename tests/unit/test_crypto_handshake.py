@@ -48,7 +48,9 @@ def test_altered_initiate_is_refused(change: str) -> None:
         handshake.verify_initiate(PUBLIC, {**body, change: base64.b64encode(raw).decode()})
 
 
-@pytest.mark.parametrize("body", [{}, {"nonce": 1, "signature": 2}, {"nonce": "***", "signature": "x"}])
+@pytest.mark.parametrize(
+    "body", [{}, {"nonce": 1, "signature": 2}, {"nonce": "***", "signature": "x"}]
+)
 def test_malformed_initiate_is_refused(body: dict[str, object]) -> None:
     with pytest.raises(HandshakeError):
         handshake.verify_initiate(PUBLIC, body)

@@ -75,7 +75,10 @@ def main() -> None:
             ).decode(),
         },
         "handshake": {
-            "initiate": {"nonce": b64(NONCE), "signature": b64(key.sign(NONCE, pss, hashes.SHA256()))},
+            "initiate": {
+                "nonce": b64(NONCE),
+                "signature": b64(key.sign(NONCE, pss, hashes.SHA256())),
+            },
             "session_key": b64(AES_KEY),
             "encrypted_session_key": b64(public.encrypt(AES_KEY, oaep)),
         },

@@ -213,8 +213,9 @@ class SqliteStore:
 
     async def remove_principal(self, username: str, *, actor: str) -> None:
         """Also removes the principal's homes and uploads; raises Missing."""
+        # The action ("user.remove" or "admin.remove") depends on the row: the thread sets it.
         await self._run(True, _thd_remove_principal, username,
-                        self._entry(actor, "", username))
+                        self._entry(actor, "principal.remove", username))
 
     # groups
 
@@ -363,9 +364,9 @@ def _thd_transaction(txn: _Txn, write: bool, fn: Callable[..., T],
                      *args: object, **kwargs: object) -> T:
     # The connection is in autocommit mode: writes open their own transaction,
     # adbapi commits it on return and rolls it back on an exception.
-    if write:
-        txn.execute("BEGIN IMMEDIATE")
     try:
+        if write:
+            txn.execute("BEGIN IMMEDIATE")
         return fn(txn, *args, **kwargs)
     except sqlite3.Error as e:
         raise StoreError(f"database error: {e}") from e
