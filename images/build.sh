@@ -6,6 +6,7 @@
 #
 # A build is skipped when sealskin/<name>:latest already carries the label
 # org.sealskin.recipe=<hash of images/<name>/*, its package list and this script>.
+# SEALSKIN_BUILD_FORCE=1 rebuilds regardless of the label.
 # Work files live in images/.build/ (gitignored); the debootstrap rootfs is
 # cached there as a tarball so building both images debootstraps only once.
 set -euo pipefail
@@ -78,6 +79,7 @@ unmount_chroot() {
 }
 
 ensure_base() {
+    [ "$(id -u)" -eq 0 ] || die "debootstrap needs root"
     if [ -s "$BASE_TAR" ]; then
         say "using cached rootfs $BASE_TAR"
         return
@@ -117,14 +119,17 @@ build_image() {
     [ -d "$dir" ] || die "unknown image '$name' (no $dir)"
     hash=$(recipe_hash "$name")
     have=$(current_hash "$name")
-    if [ "$have" = "$hash" ]; then
+    if [ "$have" = "$hash" ] && [ "${SEALSKIN_BUILD_FORCE:-0}" != 1 ]; then
         say "sealskin/$name:latest is up to date (recipe $hash), skipping"
         return
     fi
     say "building sealskin/$name:latest (recipe $hash)"
+    [ "$(id -u)" -eq 0 ] || die "building needs root (debootstrap and chroot)"
     ensure_base
     root="$WORK/$name/rootfs"
     unmount_chroot "$root" 2>/dev/null || true
+    # Never rm -rf through a bind mount of the host's /dev.
+    if grep -q " $WORK/$name/" /proc/mounts; then die "$WORK/$name still has mounts"; fi
     rm -rf "$WORK/$name"
     mkdir -p "$root"
     tar -C "$root" --numeric-owner -xf "$BASE_TAR"
@@ -167,6 +172,7 @@ EOF
     fi
     unmount_chroot "$root"
     trap - EXIT
+    if grep -q " $root/" /proc/mounts; then die "could not unmount the chroot mounts of $root"; fi
     slim_rootfs "$root"
 
     # docker import --change directives: images/<name>/image.conf, one per line.
@@ -178,10 +184,16 @@ EOF
     changes+=(--change "LABEL org.sealskin.recipe=$hash")
     changes+=(--change "LABEL org.sealskin.image=$name")
 
+    local old_id
+    old_id=$(docker image inspect --format '{{.Id}}' "sealskin/$name:latest" 2>/dev/null || true)
     say "$name: docker import"
     tar -C "$root" --numeric-owner -cf - . |
         docker import "${changes[@]}" -m "sealskin $name recipe $hash" - "sealskin/$name:latest" >/dev/null
-    rm -rf "$WORK/$name"
+    rm -rf "${WORK:?}/$name"
+    # Drop the image this one replaces (kept if a container still uses it).
+    if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect --format '{{.Id}}' "sealskin/$name:latest")" ]; then
+        docker image rm "$old_id" >/dev/null 2>&1 || true
+    fi
     say "built sealskin/$name:latest: $(docker image inspect --format '{{.Size}}' "sealskin/$name:latest" |
         awk '{ printf "%.0f MB", $1 / 1000000 }')"
 }
@@ -197,7 +209,6 @@ case "$target" in
     *) die "usage: $0 [probe|desktop|all]" ;;
 esac
 
-[ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap and chroot)"
 docker info >/dev/null 2>&1 || die "Docker Engine not reachable (docker info failed)"
 mkdir -p "$WORK"
 # One build at a time: parallel callers (test sessions) wait for each other.

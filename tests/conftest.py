@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,35 +11,7 @@ from twisted.internet import reactor
 from twisted.internet.base import DelayedCall
 
 from independent_client import Client
-
-
-def server_options(data_dir: str, **extra: str) -> dict[str, str]:
-    opts = {
-        "data-dir": data_dir,
-        "api-endpoint": "tcp:0:interface=127.0.0.1",
-        "session-endpoint": "tcp:0:interface=127.0.0.1",
-        "server-key-bits": "2048",
-        "admin-key-bits": "2048",
-        "host-url": "127.0.0.1",
-    }
-    opts.update(extra)
-    return opts
-
-
-async def start_server(data_dir: str, **extra: str) -> Any:
-    from sealskin.config import build_config
-    from sealskin.service import SealskinService
-
-    cfg = build_config(server_options(data_dir, **extra), {})
-    svc = SealskinService(cfg, reactor)
-    await svc.start()
-    return svc
-
-
-def admin_client(svc: Any) -> Client:
-    with open(svc.paths.admin_json) as f:
-        cfg = json.load(f)
-    return Client(f"http://127.0.0.1:{svc.api_port}", cfg)
+from server_harness import admin_client, start_server
 
 
 @pytest_twisted.async_yield_fixture

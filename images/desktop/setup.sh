@@ -15,7 +15,7 @@ python3 -c "import websockify.websocketproxy"
 dpkg --purge --force-depends libgl1-mesa-dri libllvm15 libz3-4 libdrm-amdgpu1 libdrm-nouveau2 \
     libdrm-radeon1 libdrm-intel1 libsensors5 libsensors-config \
     perl libperl5.36 perl-modules-5.36 libfile-readbackwards-perl >/dev/null 2>&1
-Xvnc -version 2>&1 | head -n1
+test -x /usr/bin/Xvnc && test -x /usr/bin/jwm && test -x /usr/bin/xterm
 
 install -d -m 755 /opt/sealskin
 install -m 755 /tmp/recipe/start.sh /opt/sealskin/start.sh

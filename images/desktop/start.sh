@@ -91,6 +91,12 @@ as_user bash -c 'cd /config; while :; do xterm -geometry 110x32+40+40 -fa "DejaV
 pids+=($!)
 as_user python3 -m websockify 127.0.0.1:6080 127.0.0.1:5901 &
 pids+=($!)
+# Answer on :3000 only once the whole chain is up: SealSkin's readiness check is a GET there.
+for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/6080) 2>/dev/null && break
+    kill -0 "${pids[-1]}" 2>/dev/null || die "websockify exited"
+    sleep 0.1
+done
 nginx -c "$RUN/nginx.conf" &
 pids+=($!)
 log "serving noVNC on :3000 under $PREFIX"

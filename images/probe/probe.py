@@ -66,6 +66,7 @@ class Settings:
     port: int
     puid: int
     pgid: int
+    keep_user: bool = False
 
 
 def normalise_prefix(subfolder: str) -> str:
@@ -79,6 +80,8 @@ def settings_from(env: Mapping[str, str], argv: Sequence[str]) -> Settings:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--config-root", default="/config")
+    parser.add_argument("--keep-user", action="store_true",
+                        help="stay the starting user even when root (local runs, tests)")
     args = parser.parse_args(list(argv))
     return Settings(
         prefix=normalise_prefix(env.get("SUBFOLDER", "/")),
@@ -89,6 +92,7 @@ def settings_from(env: Mapping[str, str], argv: Sequence[str]) -> Settings:
         port=args.port,
         puid=int(env.get("PUID") or 1000),
         pgid=int(env.get("PGID") or 1000),
+        keep_user=args.keep_user,
     )
 
 
@@ -596,7 +600,8 @@ async def main_async(settings: Settings, env: Mapping[str, str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = settings_from(os.environ, sys.argv[1:] if argv is None else argv)
-    drop_privileges(settings.puid, settings.pgid)
+    if not settings.keep_user:
+        drop_privileges(settings.puid, settings.pgid)
     asyncio.run(main_async(settings, dict(os.environ)))
 
 

@@ -84,6 +84,8 @@ SETTINGS: tuple[Setting, ...] = (
             "the data directory).", aliases=("SEALSKIN_PROXY_CERT_PATH",)),
     Setting("tls-key", "", "PEM private key for --tls-cert.",
             aliases=("SEALSKIN_PROXY_KEY_PATH",)),
+    Setting("server-id", "", "Label value marking this server's containers (default: a "
+            "random id kept in the data directory)."),
     Setting("server-key-bits", "4096", "RSA size of the server key made at first start.",
             _positive_int),
     Setting("admin-key-bits", "4096", "RSA size of the bootstrap admin's key.",

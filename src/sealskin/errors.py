@@ -9,6 +9,7 @@ class Kind(enum.Enum):
     """What went wrong, from the client's point of view (STYLE.md section 5)."""
 
     HANDSHAKE = "handshake"
+    BAD_REQUEST = "bad_request"
     INVALID = "invalid"
     UNAUTHENTICATED = "unauthenticated"
     FORBIDDEN = "forbidden"
@@ -25,6 +26,7 @@ class Kind(enum.Enum):
 # One table, not enum values: equal values would silently alias members.
 STATUS: dict[Kind, int] = {
     Kind.HANDSHAKE: 400,
+    Kind.BAD_REQUEST: 400,  # only for checks made before any side effect (upstream R9)
     Kind.INVALID: 422,
     Kind.UNAUTHENTICATED: 401,
     Kind.FORBIDDEN: 403,

@@ -25,20 +25,28 @@ from twisted.web.server import Site
 
 from sealskin import config as _config
 from sealskin.api.admin import AdminHandlers
+from sealskin.api.apps import AppHandlers
 from sealskin.api.edge import Edge, limited_request_factory
 from sealskin.api.handshake import HandshakeHandlers
 from sealskin.api.homes import HomeHandlers
 from sealskin.api.resource import build_api
+from sealskin.api.sessions import SessionHandlers
 from sealskin.api.routes import Handlers, routes
 from sealskin.blocking import Pool
 from sealskin.crypto import keys
 from sealskin.crypto.secretbox import SecretKeeper
 from sealskin.crypto.sessions import CryptoSessions, RateLimiter
 from sealskin.orchestration.bootstrap import bootstrap_admin
+from sealskin.orchestration.catalogue import Catalogue
+from sealskin.orchestration.launching import ContainerDefaults, Planner
 from sealskin.orchestration.homes import Homes
 from sealskin.orchestration.host import HostFacts
 from sealskin.orchestration.principals import Principals
+from sealskin.orchestration.sessions import Limits, Sessions
+from sealskin.providers.docker import DockerProvider
+from sealskin.providers.readiness import HttpReadiness
 from sealskin.proxy import tls
+from sealskin.proxy.site import build_root, build_site
 from sealskin.store import sqlite
 
 log = Logger()
@@ -61,12 +69,14 @@ class Paths:
         self.storage = os.path.join(data_dir, "storage")
         self.homes = os.path.join(self.storage, "homes")
         self.internal = os.path.join(data_dir, "internal")  # never a user's name space (W15)
+        self.ephemeral = os.path.join(self.internal, "ephemeral")
 
     def make(self) -> None:
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         os.makedirs(self.keys, mode=0o700, exist_ok=True)
         os.makedirs(self.homes, mode=0o755, exist_ok=True)
         os.makedirs(self.internal, mode=0o700, exist_ok=True)
+        os.makedirs(self.ephemeral, mode=0o711, exist_ok=True)
 
 
 def load_or_create_server_key(path: str, bits: int) -> Any:
@@ -99,7 +109,11 @@ class SealskinService(Service):
         self._tls_paths()
         self._build()
         self.ports: list[IListeningPort] = []
-        self.timers = [TimerService(60, self.crypto.sweep)]
+        self.timers = [
+            TimerService(60, self.crypto.sweep),
+            TimerService(30, lambda: Deferred.fromCoroutine(self.sessions.reap())),
+        ]
+        self._reconcile_retry: Any = None
 
     def _tls_paths(self) -> None:
         cert, key = self.cfg.tls_cert, self.cfg.tls_key
@@ -123,19 +137,68 @@ class SealskinService(Service):
                                      leeway_seconds=cfg.jwt_leeway_seconds,
                                      max_lifetime_seconds=cfg.jwt_max_lifetime_seconds)
         self.homes = Homes(self.store, reactor, self.work, self.paths.homes)
-        host = HostFacts(reactor, self.work, self.paths.storage, self._gpus)
+        self.docker_pool = Pool(reactor, "sealskin-docker", cfg.docker_threads)
+        self.stream_pool = Pool(reactor, "sealskin-docker-stream", 4)
+        self.provider = DockerProvider(reactor, server_id=self._server_id(),
+                                       docker_pool=self.docker_pool,
+                                       stream_pool=self.stream_pool,
+                                       allow_dangerous=cfg.allow_dangerous_overrides)
+        host = HostFacts(reactor, self.work, self.paths.storage, self.provider.gpus)
+        self.sessions = Sessions(
+            self.store, self.provider, HttpReadiness(reactor, reactor), self.secrets, reactor,
+            Limits(launch_timeout_seconds=cfg.launch_timeout_seconds,
+                   token_ttl_seconds=cfg.access_token_ttl_seconds,
+                   idle_seconds=cfg.session_idle_seconds, max_seconds=cfg.session_max_seconds,
+                   default_session_limit=cfg.default_session_limit))
+        self.sessions.on_ended = self._remove_ephemeral
+        planner = Planner(self.store, self.homes, self.work, ephemeral_root=self.paths.ephemeral,
+                          gpus=host.gpus,
+                          defaults=ContainerDefaults(
+                              puid=cfg.puid, pgid=cfg.pgid,
+                              allow_dangerous=cfg.allow_dangerous_overrides))
+        self.catalogue = Catalogue(self.store, self.provider, reactor, self.sessions.ops,
+                                   allow_dangerous=cfg.allow_dangerous_overrides)
         handlers = Handlers(
             handshake=HandshakeHandlers(self.server_key, self.crypto, limiter, self.work),
             admin=AdminHandlers(self.principals, self.homes, host,
                                 server_public_key=self.server_public_pem,
                                 api_port=cfg.api_port, session_port=cfg.session_port),
             homes=HomeHandlers(self.principals, self.homes),
+            sessions=SessionHandlers(self.sessions, planner, self.principals,
+                                     default_limit=cfg.default_session_limit),
+            apps=AppHandlers(self.catalogue),
         )
         self.edge = Edge(self.crypto, self.principals)
         self.api = build_api(self.edge, routes(handlers))
 
-    async def _gpus(self) -> list[Any]:
-        return []
+    def _server_id(self) -> str:
+        """A stable id for this server's containers (labels), kept in the data directory."""
+        if self.cfg.server_id:
+            return str(self.cfg.server_id)
+        path = os.path.join(self.paths.keys, "server_id")
+        if not os.path.exists(path):
+            with open(path + ".tmp", "w") as f:
+                f.write(os.urandom(8).hex())
+            os.replace(path + ".tmp", path)
+        with open(path) as f:
+            return f.read().strip()
+
+    async def _remove_ephemeral(self, record: Any) -> None:
+        if record.ephemeral:
+            root = os.path.join(self.paths.ephemeral, record.id)
+            await self.work.run(_thd_rmtree, root)
+
+    async def _reconcile(self) -> None:
+        """Runs in the background; retried every 10 s while Docker is unreachable."""
+        self._reconcile_retry = None
+        try:
+            done = await self.sessions.reconcile()
+        except Exception:
+            log.failure("reconciliation failed; retrying")
+            done = False
+        if not done and self.running:
+            self._reconcile_retry = self.reactor.callLater(
+                10, lambda: Deferred.fromCoroutine(self._reconcile()))
 
     def _site(self, root: IResource) -> Site:
         site = Site(root)
@@ -145,9 +208,9 @@ class SealskinService(Service):
         return site
 
     def _tls_root(self) -> IResource:
-        root = Resource()
-        root.putChild(b"api", self.api)
-        return root
+        self.proxy_root = build_root(api=self.api, directory=self.sessions,
+                                     reactor=self.reactor)
+        return self.proxy_root
 
     async def start(self) -> None:
         """Store, pools, bootstrap, timers, listeners (STYLE.md section 10).
@@ -163,6 +226,10 @@ class SealskinService(Service):
     async def _start(self) -> None:
         self.store.start()
         self.work.start()
+        self.docker_pool.start()
+        self.stream_pool.start()
+        self.running = 1
+        self._reconciling = self.sessions.ops.run(self._reconcile())
         for timer in self.timers:
             timer.startService()
         api_ep = self.cfg.api_endpoint or f"tcp:{self.cfg.api_port}"
@@ -181,7 +248,7 @@ class SealskinService(Service):
 
     async def _listen_tls(self) -> IListeningPort:
         ctx = tls.server_context_factory(self.tls_cert, self.tls_key)
-        site = self._site(self._tls_root())
+        site = build_site(self._tls_root())
         desc = self.cfg.session_endpoint or f"tcp:{self.cfg.session_port}"
         ep = endpoints.serverFromString(self.reactor, desc)
         if desc.startswith("ssl:"):
@@ -200,13 +267,21 @@ class SealskinService(Service):
 
     async def stop(self) -> None:
         """Listeners, timers, in-flight work, pools, store (STYLE.md section 10)."""
+        self.running = 0
         for port in self.ports:
             await port.stopListening()
         self.ports.clear()
         for timer in self.timers:
             if timer.running:
                 await timer.stopService()
-        self.work.stop()
+        if self._reconcile_retry is not None and self._reconcile_retry.active():
+            self._reconcile_retry.cancel()
+        if getattr(self, "proxy_root", None) is not None:
+            await self.proxy_root.close()
+        await self.sessions.close_all_views()
+        await self.provider.close()
+        for pool in (self.stream_pool, self.docker_pool, self.work):
+            pool.stop()
         await self.store.close()
 
     def startService(self) -> None:
@@ -223,6 +298,12 @@ class SealskinService(Service):
         return Deferred.fromCoroutine(self.stop())
 
 
+def _thd_rmtree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def makeService(options: usage.Options) -> IService:
     """twistd entry point. Startup failures exit with a clear message, no traceback."""
     from twisted.internet import reactor
@@ -232,6 +313,6 @@ def makeService(options: usage.Options) -> IService:
         cfg = _config.build_config(options, os.environ)
     try:
         return SealskinService(cfg, reactor)
-    except (OSError, ValueError, sqlite.MigrationError) as e:  # type: ignore[attr-defined]
+    except (OSError, ValueError, sqlite.MigrationError) as e:
         sys.stderr.write(f"sealskin: cannot start: {e}\n")
         raise SystemExit(1) from None

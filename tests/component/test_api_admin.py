@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest_twisted
 
-from conftest import admin_client, start_server
+from server_harness import admin_client, start_server
 from independent_client import Client
 
 

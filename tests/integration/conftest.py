@@ -63,7 +63,7 @@ def docker_client(run_label: str) -> Iterator[docker.DockerClient]:
 def remove_labelled(client: docker.DockerClient, run_label: str) -> None:
     """Removes containers, then networks, carrying ``run_label`` under either key."""
     for key in (RUN_LABEL_KEY, SERVER_LABEL_KEY):
-        selector = {"label": f"{key}={run_label}"}
+        selector: dict[str, str | list[str] | bool] = {"label": f"{key}={run_label}"}
         for container in client.containers.list(all=True, filters=selector, ignore_removed=True):
             _quietly(lambda: container.remove(force=True))
         for network in client.networks.list(filters=selector):

@@ -55,8 +55,8 @@ def test_any_single_bit_flip_is_rejected(plaintext: bytes, data: st.DataObject) 
 
 @given(st.text())
 def test_arbitrary_text_as_envelope_raises_only_envelope_error(text: str) -> None:
-    twelve_zero_bytes = "AAAAAAAAAAAAAAAA"
-    for candidate in (text, {"iv": text, "ciphertext": text}, {"iv": twelve_zero_bytes, "ciphertext": text}):
+    iv = "AAAAAAAAAAAAAAAA"  # twelve zero bytes
+    for candidate in (text, {"iv": text, "ciphertext": text}, {"iv": iv, "ciphertext": text}):
         with pytest.raises(EnvelopeError):
             envelope.open_json(KEY, candidate)
 

@@ -7,9 +7,11 @@ from typing import Any
 import attrs
 
 from sealskin.api.admin import AdminHandlers
+from sealskin.api.apps import AppHandlers
 from sealskin.api.edge import Access, Route
 from sealskin.api.handshake import HandshakeHandlers
 from sealskin.api.homes import HomeHandlers
+from sealskin.api.sessions import SessionHandlers
 
 PLAIN, USER, ADMIN = Access.PLAIN, Access.USER, Access.ADMIN
 
@@ -19,8 +21,9 @@ class Handlers:
     handshake: HandshakeHandlers
     admin: AdminHandlers
     homes: HomeHandlers
-    sessions: Any = None  # api/sessions.py SessionHandlers, once wired
-    apps: Any = None
+    sessions: SessionHandlers
+    apps: AppHandlers
+    extra: Any = None  # a callable adding more routes (uploads, files), once wired
 
 
 def routes(h: Handlers) -> list[Route]:
@@ -50,8 +53,24 @@ def routes(h: Handlers) -> list[Route]:
         Route("DELETE", "/api/admin/admins/<username>/homedirs/<home_name>",
               hm.delete_for_admin, ADMIN),
     ]
-    if h.sessions is not None:
-        found += h.sessions.routes()
-    if h.apps is not None:
-        found += h.apps.routes()
+    s, ap = h.sessions, h.apps
+    found += [
+        Route("POST", "/api/launch/simple", s.launch_simple, USER),
+        Route("POST", "/api/launch/url", s.launch_url, USER),
+        Route("GET", "/api/sessions", s.list_mine, USER),
+        Route("DELETE", "/api/sessions/<session_id>", s.stop_mine, USER),
+        Route("GET", "/api/admin/sessions", s.list_all, ADMIN),
+        Route("DELETE", "/api/admin/sessions/<session_id>", s.stop_any, ADMIN),
+        Route("POST", "/api/applications", ap.launchable, USER),
+        Route("GET", "/api/admin/apps/installed", ap.installed, ADMIN),
+        Route("POST", "/api/admin/apps/installed", ap.install, ADMIN),
+        Route("PUT", "/api/admin/apps/installed/<app_id>", ap.update, ADMIN),
+        Route("DELETE", "/api/admin/apps/installed/<app_id>", ap.remove, ADMIN),
+        Route("GET", "/api/admin/apps/templates", ap.templates, ADMIN),
+        Route("POST", "/api/admin/apps/templates", ap.put_template, ADMIN),
+        Route("DELETE", "/api/admin/apps/templates/<template_name>", ap.remove_template,
+              ADMIN),
+    ]
+    if h.extra is not None:
+        found += h.extra()
     return found

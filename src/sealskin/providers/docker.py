@@ -183,7 +183,11 @@ def split_reference(image: str) -> tuple[str, str]:
 
 
 def _reference(image: str) -> str:
+    """One spelling per image, so concurrent pulls of it share one operation."""
     repository, tag = split_reference(image)
+    for hub in ("docker.io/", "index.docker.io/"):
+        repository = repository.removeprefix(hub)
+    repository = repository.removeprefix("library/")
     return f"{repository}@{tag}" if ":" in tag else f"{repository}:{tag}"
 
 
@@ -264,7 +268,7 @@ class DockerProvider:
             if local is not None:
                 return local
             if policy == "never":
-                raise ProviderError("pull", "The image is not available locally (pull policy never).")
+                raise ProviderError("pull", "The image is absent and its pull policy is never.")
             return await self._pull_shared(image)
         try:
             return await self._pull_shared(image)
@@ -380,7 +384,7 @@ class DockerProvider:
         accepted, refused = filter_overrides(requested, dangerous_allowed=())
         if refused:
             log.warn("refused container overrides {keys}", keys=refused)
-            raise ProviderError("create", "The app asks for container settings that are not allowed.")
+            raise ProviderError("create", "The app asks for container settings not allowed.")
         return accepted
 
     async def _create_and_start(
@@ -402,11 +406,13 @@ class DockerProvider:
         if created.network is None:
             return
         try:
-            await self._call("stop", _thd_remove, created.container, created.network, self._server_id)
+            await self._call(
+                "stop", _thd_remove, created.container, created.network, self._server_id
+            )
         except CancelledError:
             raise
         except Exception:
-            log.failure("could not remove the remains of a failed start of {name}", name=created.network)
+            log.failure("could not remove what a failed start left: {name}", name=created.network)
 
     async def inspect(self, instance_id: str) -> Instance | None:
         """The container as an Instance; None when gone or not created by this server."""
@@ -683,7 +689,8 @@ def scan_gpus(
     found = [GpuDevice(device=f"/dev/dri/{n.name}", driver=_driver(sys_drm, n.name)) for n in nodes]
     smi = nvidia_smi or shutil.which("nvidia-smi")
     if smi is not None and not any(g.driver == "nvidia" for g in found):
-        found += [GpuDevice(device=str(i), driver="nvidia") for i in range(_count_nvidia(smi, smi_timeout_seconds))]
+        count = _count_nvidia(smi, smi_timeout_seconds)
+        found += [GpuDevice(device=str(i), driver="nvidia") for i in range(count)]
     return found
 
 

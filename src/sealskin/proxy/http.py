@@ -576,8 +576,9 @@ class _Relay(Protocol):
     def connectionLost(self, reason: Failure = _RESPONSE_DONE) -> None:
         if self._registered:
             self._registered = False
-            if not self._exchange.request.finished:
-                self._exchange.request.unregisterProducer()  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+            request = self._exchange.request
+            if not request.finished and request.channel is not None:  # None once the client left
+                request.unregisterProducer()  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
         self._exchange.relay_finished(reason)
 
     def stop(self) -> None:

@@ -107,14 +107,14 @@ class SessionResource(Resource):
     def _redeem(self, request: server.Request, session_id: str, path: bytes, query: bytes) -> int:
         async def answer() -> None:
             body = await self._gate.redeem(request, session_id, path, query)
-            if not request._disconnected:  # type: ignore[attr-defined]  # Twisted's flag
-                request.write(body)
+            if not request._disconnected:
+                request.write(body)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
                 request.finish()  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
 
         def crashed(failure: Failure) -> None:
             log.failure("redeeming a session link failed", failure)
-            if not request._disconnected:  # type: ignore[attr-defined]  # Twisted's flag
-                request.write(json_error(request, 500, "internal error"))
+            if not request._disconnected:
+                request.write(json_error(request, 500, "internal error"))  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
                 request.finish()  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
 
         _ = Deferred.fromCoroutine(answer()).addErrback(crashed)

@@ -19,7 +19,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from OpenSSL import crypto as openssl_crypto
 from twisted.internet import ssl
 
 _VALID_DAYS = 3650
@@ -94,21 +93,14 @@ def server_context_factory(cert_path: Path, key_path: Path) -> ssl.CertificateOp
 
     Blocking (reads files): call at startup.
     """
-    cert_pem = cert_path.read_bytes()
-    key = openssl_crypto.load_privatekey(openssl_crypto.FILETYPE_PEM, key_path.read_bytes())
-    certs = [openssl_crypto.load_certificate(openssl_crypto.FILETYPE_PEM, block)
-             for block in _pem_blocks(cert_pem)]
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    certs = x509.load_pem_x509_certificates(cert_path.read_bytes())
     return ssl.CertificateOptions(
-        privateKey=key,
-        certificate=certs[0],
-        extraCertChain=certs[1:],
+        privateKey=key,  # type: ignore[arg-type]  # pyOpenSSL takes cryptography objects (X509/PKey are deprecated); Twisted's stubs predate that
+        certificate=certs[0],  # type: ignore[arg-type]  # pyOpenSSL takes cryptography objects (X509/PKey are deprecated); Twisted's stubs predate that
+        extraCertChain=certs[1:],  # type: ignore[arg-type]  # pyOpenSSL takes cryptography objects (X509/PKey are deprecated); Twisted's stubs predate that
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
     )
-
-
-def _pem_blocks(pem: bytes) -> list[bytes]:
-    marker = b"-----END CERTIFICATE-----"
-    return [part + marker for part in pem.split(marker) if b"-----BEGIN CERTIFICATE-----" in part]
 
 
 def endpoint_description(port: int, cert_path: Path, key_path: Path,

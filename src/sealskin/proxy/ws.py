@@ -346,9 +346,14 @@ def _same_host(origin: str, host: str | None) -> bool:
         return False
     try:
         theirs, ours = urlsplit(origin), urlsplit("//" + host)
+        if (theirs.hostname or "").lower() != (ours.hostname or "").lower():
+            return False
+        # Autobahn strips the port from Host once it matched the listening port, so a
+        # Host without a port says nothing about it (and cookies ignore ports anyway).
+        if ours.port is None:
+            return True
         default = 443 if theirs.scheme == "https" else 80
-        return ((theirs.hostname or "").lower() == (ours.hostname or "").lower()
-                and (theirs.port or default) == (ours.port or default))
+        return (theirs.port or default) == ours.port
     except ValueError:
         return False
 

@@ -1,0 +1,56 @@
+"""Handlers: installed apps, templates and the caller's launchable apps (4.2, 4.10)."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from sealskin.api import apps_wire, wire
+from sealskin.api.edge import Call
+from sealskin.orchestration.catalogue import Catalogue
+from sealskin.orchestration.sessions import visible_apps
+
+
+class AppHandlers:
+    def __init__(self, catalogue: Catalogue) -> None:
+        self._catalogue = catalogue
+
+    async def launchable(self, call: Call) -> list[wire.Json]:
+        apps = visible_apps(call.caller, await self._catalogue.apps())
+        return [apps_wire.launchable_json(a) for a in apps]
+
+    async def installed(self, call: Call) -> list[wire.Json]:
+        out = []
+        for app in await self._catalogue.apps():
+            sha, checked, pulling = await self._catalogue.status(app)
+            out.append({**apps_wire.app_json(app), "image_sha": sha,
+                        "last_checked_at": checked, "pull_status": pulling})
+        return out
+
+    async def install(self, call: Call) -> wire.Json:
+        app = apps_wire.installed_app(call.body)
+        app = await self._catalogue.install(call.caller.username, app)
+        return {**apps_wire.app_json(app),
+                "refused_overrides": self._catalogue.refused_overrides(app)}
+
+    async def update(self, call: Call, app_id: str) -> wire.Json:
+        app = apps_wire.installed_app(call.body, app_id=wire.name(app_id, "app_id"))
+        app = await self._catalogue.update(call.caller.username, app)
+        return {**apps_wire.app_json(app),
+                "refused_overrides": self._catalogue.refused_overrides(app)}
+
+    async def remove(self, call: Call, app_id: str) -> None:
+        await self._catalogue.remove(call.caller.username, wire.name(app_id, "app_id"))
+
+    async def templates(self, call: Call) -> list[wire.Json]:
+        return [{"name": t.name, "settings": dict(t.settings)}
+                for t in await self._catalogue.templates()]
+
+    async def put_template(self, call: Call) -> wire.Json:
+        t = await self._catalogue.put_template(call.caller.username,
+                                               apps_wire.template(call.body))
+        return {"name": t.name, "settings": dict(t.settings)}
+
+    async def remove_template(self, call: Call, template_name: str) -> None:
+        name = unquote(template_name)  # percent-encoded by the extension (2.10)
+        apps_wire.template({"name": name})
+        await self._catalogue.remove_template(call.caller.username, name)
