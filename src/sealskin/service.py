@@ -167,9 +167,19 @@ class SealskinService(Service):
             sessions=SessionHandlers(self.sessions, planner, self.principals,
                                      default_limit=cfg.default_session_limit),
             apps=AppHandlers(self.catalogue),
+            stores=self._build_stores(),
+            files=self._build_files(planner),
         )
         self.edge = Edge(self.crypto, self.principals)
         self.api = build_api(self.edge, routes(handlers))
+
+    def _build_stores(self) -> Any:
+        """App stores, available apps, icons, background updates (issue: apps and files)."""
+        return None
+
+    def _build_files(self, planner: Planner) -> Any:
+        """Uploads, file manager and shares (issue: apps and files)."""
+        return None
 
     def _server_id(self) -> str:
         """A stable id for this server's containers (labels), kept in the data directory."""

