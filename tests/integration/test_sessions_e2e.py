@@ -14,12 +14,11 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
-from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 
 from server_harness import admin_client, start_server
 from independent_client import Client
-from tls_client import pinned_agent
+import session_http
 from ws_client import ws_connect
 
 pytestmark = pytest.mark.docker
@@ -51,22 +50,11 @@ async def install_probe(admin: Client, **provider: Any) -> str:
 
 async def https(svc: Any, method: str, path: str, headers: dict[str, str] | None = None,
                 body: bytes | None = None) -> tuple[int, Headers, bytes]:
-    agent = pinned_agent(reactor, str(svc.tls_cert))
-    from twisted.web.client import FileBodyProducer
-    import io
-    producer = FileBodyProducer(io.BytesIO(body)) if body is not None else None
-    h = Headers({k.encode(): [v.encode()] for k, v in (headers or {}).items()})
-    r = await agent.request(method.encode(), f"https://127.0.0.1:{svc.session_port}{path}"
-                            .encode(), h, producer)
-    return r.code, r.headers, await readBody(r)
+    return await session_http.https(*session_http.for_server(svc), method, path, headers, body)
 
 
 async def open_session(svc: Any, url: str) -> str:
-    """Redeems the single-use URL; returns the Cookie header to send afterwards."""
-    code, headers, _ = await https(svc, "GET", url)
-    assert code == 303, code
-    cookie = headers.getRawHeaders(b"set-cookie")[0].decode()
-    return cookie.split(";", 1)[0]
+    return await session_http.redeem(*session_http.for_server(svc), url)
 
 
 def containers(client: docker.DockerClient, session_id: str) -> list[Any]:
