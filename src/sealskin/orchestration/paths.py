@@ -1,0 +1,166 @@
+"""Path confinement: every name or path a client sends goes through here.
+
+Home names are checked by regex and against reserved names; file names are
+reduced to one safe component; relative paths are split into components with
+no ``..``, no control characters and no separators inside a component. On disk
+(``_thd_*``, work pool only) a path is opened one component at a time with
+``O_NOFOLLOW`` below a directory descriptor, so a symlink planted inside a home
+(by the user's own container, at any moment) can never lead outside it
+(upstream-protocol 4.7, 9, 10 W1/W2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import stat
+from collections.abc import Iterator, Sequence
+
+from sealskin.errors import ApiError, Kind
+
+HOME_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+FOLDER_NAME_RE = re.compile(r"^[^/\\]+$")
+SHARED_FILES = "_sealskin_shared_files"
+EPHEMERAL = "cleanroom"
+MAX_NAME_BYTES = 255
+MAX_PATH_CHARS = 4096
+MAX_DEPTH = 64
+TRAVERSAL = "Directory traversal attempt detected."
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def is_reserved_home(name: str) -> bool:
+    """``cleanroom`` (any case), the shared-files home and ``auto-*`` are server-managed."""
+    return name.lower() == EPHEMERAL or name == SHARED_FILES or name.startswith("auto-")
+
+
+def home_name(value: object, field: str = "home_dir") -> str:
+    """A home name as sent by a client: INVALID unless it matches ``^[A-Za-z0-9_-]+$``."""
+    if not isinstance(value, str) or not HOME_NAME_RE.fullmatch(value):
+        raise ApiError(Kind.INVALID, f"'{field}' must be 1-64 letters, digits, '_' or '-'.")
+    return value
+
+
+def file_name(value: object, field: str = "filename") -> str:
+    """A client file name reduced to its basename (upstream-protocol 9); INVALID if unusable.
+
+    Refused: empty, ``.``/``..``, control characters, more than 255 UTF-8 bytes.
+    """
+    if not isinstance(value, str) or _has_control(value):
+        raise ApiError(Kind.INVALID, f"'{field}' must be a file name without control "
+                       "characters.")
+    base = re.split(r"[/\\]", value)[-1].strip()
+    if base in ("", ".", "..") or len(base.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise ApiError(Kind.INVALID, f"'{field}' must be a file name of 1-255 bytes.")
+    return base
+
+
+def folder_name(value: object) -> str:
+    """A new folder's name (``^[^/\\\\]+$``, upstream-protocol 4.7), never ``.`` or ``..``."""
+    if (not isinstance(value, str) or not FOLDER_NAME_RE.fullmatch(value)
+            or value in (".", "..") or _has_control(value)
+            or len(value.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES):
+        raise ApiError(Kind.INVALID, "'folder_name' must be a name without '/' or '\\'.")
+    return value
+
+
+def relative_parts(value: object, field: str = "path") -> tuple[str, ...]:
+    """The components of a path inside a home; ``/`` and ``""`` are the home itself.
+
+    A leading ``/`` means the home's root (the extension sends ``/Desktop``).
+    FORBIDDEN for ``..``; INVALID for control characters, backslashes or
+    over-long paths. Query values arrive percent-decoded, so ``%2e%2e`` is ``..``.
+    """
+    if value is None:
+        value = "/"
+    if not isinstance(value, str) or len(value) > MAX_PATH_CHARS or _has_control(value):
+        raise ApiError(Kind.INVALID, f"'{field}' must be a path without control characters.")
+    if "\\" in value:
+        raise ApiError(Kind.FORBIDDEN, TRAVERSAL)
+    parts = tuple(p for p in value.split("/") if p not in ("", "."))
+    if ".." in parts:
+        raise ApiError(Kind.FORBIDDEN, TRAVERSAL)
+    if len(parts) > MAX_DEPTH or any(len(p.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES
+                                     for p in parts):
+        raise ApiError(Kind.INVALID, f"'{field}' is too long.")
+    return parts
+
+
+def display(parts: Sequence[str]) -> str:
+    """The ``/``-rooted form the file manager shows."""
+    return "/" + "/".join(parts)
+
+
+def _os_error(e: OSError) -> ApiError:
+    if e.errno in (errno.ELOOP, errno.EXDEV):
+        return ApiError(Kind.FORBIDDEN, TRAVERSAL)
+    if e.errno in (errno.ENOENT, errno.ENOTDIR):
+        return ApiError(Kind.NOT_FOUND, "Path not found.")
+    if e.errno == errno.EEXIST:
+        return ApiError(Kind.CONFLICT, "The path already exists.")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return ApiError(Kind.FORBIDDEN, "Permission denied.")
+    return ApiError(Kind.INTERNAL, "internal error")
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Turns OSErrors of confined operations into ApiErrors (ELOOP -> traversal, 403)."""
+    try:
+        yield
+    except OSError as e:
+        raise _os_error(e) from None
+
+
+def _thd_open_dir(root: str, parts: Sequence[str]) -> int:
+    """A descriptor of ``root/parts...`` opened without following any symlink below root.
+
+    The caller closes it. Work pool only. Raises ApiError (403 for a symlink).
+    """
+    with translated():
+        fd = os.open(root, _DIR_FLAGS)
+        try:
+            for part in parts:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+    return fd
+
+
+@contextlib.contextmanager
+def opened_dir(root: str, parts: Sequence[str]) -> Iterator[int]:
+    """``_thd_open_dir`` as a context manager (work pool only)."""
+    fd = _thd_open_dir(root, parts)
+    try:
+        with translated():
+            yield fd
+    finally:
+        os.close(fd)
+
+
+def _thd_open_file(root: str, parts: Sequence[str]) -> int:
+    """A read descriptor of a regular file below ``root``; 403 for symlinks, 404 otherwise."""
+    if not parts:
+        raise ApiError(Kind.NOT_FOUND, "Path not found.")
+    with opened_dir(root, parts[:-1]) as dfd:
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ApiError(Kind.NOT_FOUND, "Path not found.")
+    return fd
+
+
+def _thd_is_inside(root: str, path: str) -> bool:
+    """Whether ``path`` resolves (symlinks followed) to ``root`` or below it."""
+    real_root, real = os.path.realpath(root), os.path.realpath(path)
+    return os.path.commonpath([real_root, real]) == real_root
