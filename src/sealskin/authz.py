@@ -13,14 +13,16 @@ def effective_settings(p: Principal, group: Group | None) -> UserSettings:
     """The user's settings with their group's overlaid (upstream-protocol 5.5).
 
     Every group key wins except ``group`` itself: membership is the user's own
-    ``group`` (the upstream overwrote it with ``"none"``, breaking assignment, R8).
+    ``group`` (the upstream overwrote it with ``"none"``, breaking assignment, R8),
+    and ``active``: a deactivated user stays deactivated whatever the group says.
     """
     if p.is_admin or p.settings is None:
         return ADMIN_SETTINGS
     own = p.settings
     if group is None or own.group in ("", "none") or group.name != own.group:
         return own
-    return attrs.evolve(group.settings, group=own.group)
+    return attrs.evolve(group.settings, group=own.group,
+                        active=own.active and group.settings.active)
 
 
 def session_limit(settings: UserSettings, default_limit: int) -> int:

@@ -127,6 +127,7 @@ class ApiClient:
     ) -> None:
         self._reactor = reactor
         self._config = config
+        self.config = config
         self._key = keys.load_private_pem(config.private_key.encode("utf-8"))
         self._server_public = keys.load_public_pem(config.server_public_key)
         self.base_url = (base_url or _default_base_url(config)).rstrip("/")

@@ -7,12 +7,14 @@
 
 from __future__ import annotations
 
+import getopt
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.python import usage
@@ -35,7 +37,26 @@ def _settings(opts: usage.Options) -> dict[str, Any]:
     return out
 
 
-class _SettingsOptions(usage.Options):
+class _Interspersed(usage.Options):
+    """Accepts options after positional arguments (``users add bob --gpu false``)."""
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        argv = list(sys.argv[1:] if options is None else options)
+        try:
+            pairs, args = getopt.gnu_getopt(argv, self.shortOpt, self.longOpt)
+        except getopt.GetoptError as e:
+            raise usage.UsageError(str(e)) from None
+        takes_value = {o.rstrip("=") for o in self.longOpt if o.endswith("=")}
+        rebuilt: list[str] = []
+        for name, value in pairs:
+            rebuilt.append(name)
+            if name.lstrip("-") in takes_value or (len(name) == 2 and
+                                                   name[1] + ":" in self.shortOpt):
+                rebuilt.append(value)
+        super().parseOptions([*rebuilt, "--", *args] if args else rebuilt)
+
+
+class _SettingsOptions(_Interspersed):
     optParameters = [
         ["active", None, None, "true or false"],
         ["persistent-storage", None, None, "true or false"],
@@ -59,7 +80,7 @@ class _AddPrincipal(_Named):
     ]
 
 
-class _Home(usage.Options):
+class _Home(_Interspersed):
     optParameters = [["user", "u", None, "another user's homes (admin)"],
                      ["admin-user", None, None, "an admin's homes (admin)"]]
 
@@ -107,6 +128,33 @@ class _Homes(_Noun):
              ("remove", _Home, "remove NAME"))
 
 
+class _Launch(_Interspersed):
+    synopsis = "APP [--url URL] [--home NAME] [--file FILE]"
+    optParameters = [["url", None, None, "open this URL in the app"],
+                     ["home", None, None, "home directory (default: ephemeral)"],
+                     ["file", None, None, "upload FILE and open it in the app"],
+                     ["language", None, None, "e.g. de_DE.UTF-8"],
+                     ["gpu", None, None, "GPU device, e.g. /dev/dri/renderD128"]]
+
+    def parseArgs(self, app: str) -> None:
+        self["app"] = app
+
+
+class _Stop(_Interspersed):
+    optFlags = [["all-users", "a", "any user's session (admin)"]]
+
+    def parseArgs(self, session_id: str) -> None:
+        self["session_id"] = session_id
+
+
+class _ListSessions(usage.Options):
+    optFlags = [["all-users", "a", "every user's sessions (admin)"]]
+
+
+class _Sessions(_Noun):
+    verbs = (("list", _ListSessions, "list sessions"), ("stop", _Stop, "stop a session"))
+
+
 class Options(usage.Options):
     synopsis = "[--config FILE] [--json] COMMAND ..."
     optFlags = [["json", "j", "print JSON instead of text"],
@@ -122,6 +170,8 @@ class Options(usage.Options):
         _sub("admins", _Admins, "manage admins (admin)"),
         _sub("groups", _Groups, "manage groups (admin)"),
         _sub("homes", _Homes, "manage home directories"),
+        _sub("launch", _Launch, "start an app; prints its single-use URL"),
+        _sub("sessions", _Sessions, "list or stop sessions"),
     ]
 
     def postOptions(self) -> None:
@@ -159,7 +209,7 @@ async def _users(c: ApiClient, verb: str, o: usage.Options, admins: bool) -> tup
     made = await c.call("POST", f"/api/admin/{kind}", body)
     text = _principal_rows([made["user"]])
     if made.get("private_key") and o.get("save-config"):
-        doc = {**c.config.as_dict(), "username": name, "private_key": made["private_key"]}
+        doc = {**attrs.asdict(c.config), "username": name, "private_key": made["private_key"]}
         fd = os.open(o["save-config"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f, indent=2)
@@ -203,6 +253,56 @@ async def _homes(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str]:
     return {"removed": args[0]}, f"removed {args[0]}"
 
 
+async def _app_id(c: ApiClient, app: str) -> str:
+    """An app id from an id or a (case-insensitive) name the caller may launch."""
+    apps = await c.call("POST", "/api/applications", {})
+    for a in apps:
+        if app in (a["id"],) or a["name"].lower() == app.lower():
+            return str(a["id"])
+    raise usage.UsageError(f"no launchable app named {app!r}")
+
+
+def _session_base(c: ApiClient) -> str:
+    cfg = c.config
+    return f"https://{cfg.server_endpoint}:{cfg.session_port}"
+
+
+async def _launch(c: ApiClient, o: usage.Options) -> tuple[Any, str]:
+    body: dict[str, Any] = {"application_id": await _app_id(c, o["app"]),
+                            "home_name": o["home"], "language": o["language"],
+                            "selected_gpu": o["gpu"]}
+    path = "/api/launch/simple"
+    if o["url"]:
+        path, body["url"] = "/api/launch/url", o["url"]
+    if o["file"]:
+        from sealskin.cli.files import upload_file
+
+        upload_id, chunks, _ = await upload_file(c, o["file"])
+        path = "/api/launch/file"
+        body.update(filename=os.path.basename(o["file"]), upload_id=upload_id,
+                    total_chunks=chunks, open_file_on_launch=True)
+    made = await c.call("POST", path, body)
+    url = _session_base(c) + made["session_url"]
+    return {**made, "url": url}, url
+
+
+async def _sessions(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str]:
+    admin = bool(o.get("all-users"))
+    if verb == "stop":
+        prefix = "/api/admin/sessions" if admin else "/api/sessions"
+        await c.call("DELETE", f"{prefix}/{o['session_id']}")
+        return {"stopped": o["session_id"]}, f"stopped {o['session_id']}"
+    if admin:
+        groups = await c.call("GET", "/api/admin/sessions")
+        rows = [dict(s, username=g["username"]) for g in groups for s in g["sessions"]]
+    else:
+        rows = [dict(s, username=c.config.username)
+                for s in await c.call("GET", "/api/sessions")]
+    text = "\n".join(f"{s['session_id']}\t{s['username']}\t{s['app_name']}\t"
+                     f"{_session_base(c)}{s['session_url']}" for s in rows) or "(none)"
+    return rows, text
+
+
 async def run(reactor: Any, opts: Options) -> Any:
     """Runs the chosen command; returns what was printed as JSON (for tests)."""
     config = ClientConfig.load(opts["config"])
@@ -219,6 +319,10 @@ async def run(reactor: Any, opts: Options) -> Any:
         value, text = await _groups(client, verb, subsub)
     elif cmd == "homes":
         value, text = await _homes(client, verb, subsub)
+    elif cmd == "launch":
+        value, text = await _launch(client, sub)
+    elif cmd == "sessions":
+        value, text = await _sessions(client, verb, subsub)
     else:
         value, text = await extra_command(client, cmd, sub)
     print(json.dumps(value, indent=2) if opts["json"] else text)

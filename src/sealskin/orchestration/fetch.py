@@ -9,6 +9,7 @@ connection is aborted, so a silent or endless server cannot hold us.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -32,9 +33,10 @@ class FetchError(Exception):
 
 @attrs.frozen
 class Fetched:
-    status: int  # 200, 304 (not modified: empty body) or 404
+    status: int  # 200, 304 (not modified: empty body) or one of ``accept``
     body: bytes
     etag: str | None
+    headers: Mapping[str, str] = attrs.field(factory=dict)  # lower-case name -> first value
 
 
 class _TooLarge(Exception):
@@ -84,14 +86,17 @@ class Fetcher:
         self._http = HTTPClient(Agent(reactor, pool=pool))
 
     async def get(self, url: str, *, etag: str | None = None,
-                  timeout_seconds: float | None = None) -> Fetched:
-        """Raises FetchError (network failure, timeout, oversized body, status not 200/304/404).
-
-        Safe to cancel: the connection is dropped.
+                  timeout_seconds: float | None = None,
+                  headers: Mapping[str, str] | None = None,
+                  accept: tuple[int, ...] = (200, 404)) -> Fetched:
+        """Raises FetchError (network failure, timeout, oversized body, status not in
+        ``accept`` or 304). Safe to cancel: the connection is dropped.
         """
-        headers = {"If-None-Match": [etag]} if etag else {}
+        sent = {k: [v] for k, v in (headers or {}).items()}
+        if etag:
+            sent["If-None-Match"] = [etag]
         deadline = timeout_seconds or self._timeout_seconds
-        attempt = Deferred.fromCoroutine(self._get(url, headers))
+        attempt = Deferred.fromCoroutine(self._get(url, sent, accept))
         attempt.addTimeout(deadline, self._reactor)
         try:
             return await attempt
@@ -102,14 +107,15 @@ class Fetcher:
         except (DNSLookupError, ConnectError, ResponseFailed, OSError):
             raise FetchError(f"{_where(url)} could not be reached.") from None
 
-    async def _get(self, url: str, headers: dict[str, list[str]]) -> Fetched:
+    async def _get(self, url: str, headers: dict[str, list[str]],
+                   accept: tuple[int, ...]) -> Fetched:
         response: IResponse = await self._http.get(url, headers=headers, unbuffered=True)
         if response.code == 304:
-            return Fetched(304, b"", _etag(response))
+            return Fetched(304, b"", _etag(response), _headers(response))
         done: Deferred[bytes] = Deferred()
         body = _Body(done, self.max_bytes)
         response.deliverBody(body)
-        if response.code not in (200, 404):
+        if response.code not in accept:
             body.abort()
             raise FetchError(f"{_where(url)} answered HTTP {response.code}.")
         try:
@@ -117,7 +123,12 @@ class Fetcher:
         except CancelledError:
             body.abort()
             raise
-        return Fetched(response.code, data if response.code == 200 else b"", _etag(response))
+        return Fetched(response.code, data, _etag(response), _headers(response))
+
+
+def _headers(response: IResponse) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v[0].decode("latin-1")
+            for k, v in response.headers.getAllRawHeaders() if v}
 
 
 def _etag(response: IResponse) -> str | None:

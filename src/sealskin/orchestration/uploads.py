@@ -1,0 +1,296 @@
+"""Chunked uploads: server-made ids bound to their owner, staged under server-chosen paths.
+
+Staging: ``<data>/internal/uploads/<upload_id>/chunk_<n>`` (raw bytes, written to a
+temporary name then renamed) plus one row per upload and per received chunk in
+the store, so an upload survives a restart. Chunk 0 fixes the chunk size: every
+chunk but the last has that size, the last one holds exactly the rest, so the
+bytes received never exceed the declared ``total_size`` (upstream-protocol 4.6,
+10 W2/W3, P1/P2). All file I/O runs on the work pool.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import binascii
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+
+import attrs
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from sealskin.blocking import Pool
+from sealskin.errors import ApiError, Kind
+from sealskin.model import Upload
+from sealskin.orchestration import paths
+from sealskin.store import Missing, Store
+
+log = Logger()
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$")
+COPY_BYTES = 1024 * 1024
+NOT_FOUND = "Upload not found."
+
+
+@attrs.frozen
+class UploadLimits:
+    max_total_bytes: int = 10 * 1024**3
+    max_chunk_bytes: int = 12 * 1024**2
+    per_user: int = 8
+    ttl_seconds: float = 24 * 3600
+
+
+@attrs.frozen
+class Assembled:
+    """A consumed upload: the name it got at its destination, its size and SHA-256 (hex)."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+def implied_chunks(total_size: int, chunk_size: int) -> int:
+    """How many chunks ``total_size`` bytes make with chunks of ``chunk_size`` bytes."""
+    if total_size == 0:
+        return 0
+    return -(-total_size // chunk_size)
+
+
+def expected_chunk_bytes(total_size: int, chunk_size: int, index: int) -> int:
+    count = implied_chunks(total_size, chunk_size)
+    return chunk_size if index < count - 1 else total_size - chunk_size * (count - 1)
+
+
+def _thd_decode(text: str) -> bytes:
+    """Strict base64 (INVALID, never 400: upstream R9)."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(Kind.INVALID, "'chunk_data_b64' is not valid base64.") from None
+
+
+def _thd_make_staging(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=False)
+
+
+def _thd_write_chunk(staging: str, index: int, data: bytes) -> None:
+    """Atomic: a repeated chunk replaces the earlier copy whole, never half."""
+    final = os.path.join(staging, f"chunk_{index}")
+    tmp = f"{final}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _thd_chunk0_bytes(staging: str) -> int | None:
+    try:
+        return os.stat(os.path.join(staging, "chunk_0")).st_size
+    except FileNotFoundError:
+        return None
+
+
+def _thd_remove(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _unique_link(dfd: int, tmp: str, filename: str) -> str:
+    """Links ``tmp`` to ``filename``, ``name-1.ext``, ``name-2.ext``... (never replaces)."""
+    stem, ext = os.path.splitext(filename)
+    if not stem:
+        stem, ext = filename, ""
+    for n in range(10000):
+        name = filename if n == 0 else f"{stem}-{n}{ext}"
+        try:
+            os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+            return name
+        except FileExistsError:
+            continue
+    raise ApiError(Kind.CONFLICT, f"Too many files named '{filename}' already exist.")
+
+
+def _thd_assemble(staging: str, count: int, root: str, parts: Sequence[str],
+                  filename: str) -> Assembled:
+    """Streams chunks into a temporary file beside the destination, then links it in.
+
+    Never holds more than COPY_BYTES in memory; nothing is left at the
+    destination on failure. Work pool only.
+    """
+    digest, size = hashlib.sha256(), 0
+    with paths.opened_dir(root, parts) as dfd:
+        tmp = f".sealskin-upload-{uuid.uuid4().hex}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=dfd)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for index in range(count):
+                    with open(os.path.join(staging, f"chunk_{index}"), "rb") as chunk:
+                        while block := chunk.read(COPY_BYTES):
+                            digest.update(block)
+                            out.write(block)
+                            size += len(block)
+            name = _unique_link(dfd, tmp, filename)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dfd)
+    return Assembled(name, size, digest.hexdigest())
+
+
+@attrs.frozen
+class Destination:
+    """Where a consumed upload goes: a directory below ``root`` (confined) and a file name."""
+
+    root: str
+    parts: tuple[str, ...]
+    filename: str
+
+
+class Uploads:
+    def __init__(self, store: Store, clock: IReactorTime, work: Pool, root: str,
+                 limits: UploadLimits) -> None:
+        self._store = store
+        self._clock = clock
+        self._work = work
+        self._root = root
+        self._limits = limits
+        self._chunk_bytes: dict[str, int] = {}
+        self._busy: set[str] = set()
+        os.makedirs(root, mode=0o700, exist_ok=True)
+
+    def _staging(self, upload_id: str) -> str:
+        return os.path.join(self._root, upload_id)  # a server-made uuid4, checked by _owned
+
+    async def initiate(self, username: str, filename: str, total_size: int,
+                       room_bytes: int | None) -> str:
+        """A new upload id. TOO_LARGE past the size, storage (``room_bytes``) or count limit."""
+        if total_size > self._limits.max_total_bytes:
+            raise ApiError(Kind.TOO_LARGE, f"Uploads are limited to "
+                           f"{self._limits.max_total_bytes} bytes.")
+        if room_bytes is not None and total_size > room_bytes:
+            raise ApiError(Kind.TOO_LARGE, "Storage limit exceeded.")
+        mine = [u for u in await self._store.uploads_older_than(float("inf"))
+                if u.username == username]
+        if len(mine) >= self._limits.per_user:
+            raise ApiError(Kind.LIMITED, f"Too many uploads in progress "
+                           f"({self._limits.per_user}).")
+        upload_id = str(uuid.uuid4())
+        now = self._clock.seconds()
+        await self._work.run(_thd_make_staging, self._staging(upload_id))
+        await self._store.add_upload(Upload(upload_id, username, filename, total_size, 0, 0, (),
+                                            now, now))
+        log.debug("upload {upload_id} of {user}: {size} bytes", upload_id=upload_id,
+                  user=username, size=total_size)
+        return upload_id
+
+    async def owned(self, username: str, upload_id: object) -> Upload:
+        """The caller's upload; NOT_FOUND for unknown, malformed or someone else's ids."""
+        if not isinstance(upload_id, str) or not UUID_RE.fullmatch(upload_id):
+            raise ApiError(Kind.NOT_FOUND, NOT_FOUND)
+        u = await self._store.upload(upload_id)
+        if u is None or u.username != username:
+            raise ApiError(Kind.NOT_FOUND, NOT_FOUND)
+        return u
+
+    async def put_chunk(self, username: str, upload_id: object, index: int,
+                        encoded: str) -> None:
+        """Stores one chunk; repeating a chunk is idempotent. INVALID / CONFLICT / NOT_FOUND."""
+        u = await self.owned(username, upload_id)
+        if len(encoded) > 4 * (-(-self._limits.max_chunk_bytes // 3)):
+            raise ApiError(Kind.TOO_LARGE, "Chunk too large.")
+        data = await self._work.run(_thd_decode, encoded)
+        await self._check_chunk(u, index, len(data))
+        await self._work.run(_thd_write_chunk, self._staging(u.id), index, data)
+        try:
+            await self._store.mark_chunk(u.id, index, self._clock.seconds())
+        except Missing:
+            raise ApiError(Kind.NOT_FOUND, NOT_FOUND) from None
+
+    async def _chunk_size(self, u: Upload) -> int | None:
+        if u.id not in self._chunk_bytes and 0 in u.received:
+            found = await self._work.run(_thd_chunk0_bytes, self._staging(u.id))
+            if found:
+                self._chunk_bytes.setdefault(u.id, found)
+        return self._chunk_bytes.get(u.id)
+
+    async def _check_chunk(self, u: Upload, index: int, size: int) -> None:
+        if u.total_size == 0:
+            raise ApiError(Kind.INVALID, "'chunk_index' is out of range: the upload is empty.")
+        if size > self._limits.max_chunk_bytes:
+            raise ApiError(Kind.TOO_LARGE, "Chunk too large.")
+        chunk_size = await self._chunk_size(u)
+        if index == 0:
+            if size == 0 or size > u.total_size:
+                raise ApiError(Kind.INVALID, "Chunk 0 must hold 1 to 'total_size' bytes.")
+            if chunk_size is None:
+                self._chunk_bytes[u.id] = size  # set before any await: first writer wins
+            elif chunk_size != size:
+                raise ApiError(Kind.CONFLICT, "Chunk 0 was already received with another "
+                               "size.")
+            return
+        if chunk_size is None:
+            raise ApiError(Kind.CONFLICT, "Chunk 0 must be sent first: it fixes the chunk "
+                           "size.")
+        count = implied_chunks(u.total_size, chunk_size)
+        if not 0 < index < count:
+            raise ApiError(Kind.INVALID, f"'chunk_index' must be below {count}.")
+        expected = expected_chunk_bytes(u.total_size, chunk_size, index)
+        if size != expected:
+            raise ApiError(Kind.INVALID, f"Chunk {index} must hold {expected} bytes.")
+
+    async def consume(self, username: str, upload_id: object, total_chunks: int,
+                      dest: Destination) -> Assembled:
+        """Assembles the upload at ``dest`` and removes it; checks every chunk first.
+
+        CONFLICT for a missing chunk (not 400: upstream R9) or an upload already
+        being consumed; INVALID if ``total_chunks`` disagrees with the declared size.
+        Not safe to cancel half-way (callers shield it); on failure the destination
+        is untouched and the upload stays for a retry.
+        """
+        u = await self.owned(username, upload_id)
+        if u.id in self._busy:
+            raise ApiError(Kind.CONFLICT, "The upload is already being used.")
+        received = set(u.received)
+        for index in range(total_chunks):
+            if index not in received:
+                raise ApiError(Kind.CONFLICT, f"Missing chunk {index} for upload.")
+        chunk_size = await self._chunk_size(u)
+        count = implied_chunks(u.total_size, chunk_size or 1)
+        if total_chunks != count:
+            raise ApiError(Kind.INVALID, f"'total_chunks' must be {count} for this upload.")
+        self._busy.add(u.id)
+        try:
+            done = await self._work.run(_thd_assemble, self._staging(u.id), count, dest.root,
+                                        dest.parts, dest.filename)
+        finally:
+            self._busy.discard(u.id)
+        await self.discard(u)
+        return done
+
+    async def discard(self, u: Upload) -> None:
+        self._chunk_bytes.pop(u.id, None)
+        try:
+            await self._store.remove_upload(u.id)
+        except Missing:
+            pass
+        await self._work.run(_thd_remove, self._staging(u.id))
+
+    async def sweep(self) -> int:
+        """Removes uploads untouched for ``ttl_seconds``; returns how many."""
+        old = await self._store.uploads_older_than(self._clock.seconds()
+                                                   - self._limits.ttl_seconds)
+        for u in old:
+            if u.id not in self._busy:
+                await self.discard(u)
+        if old:
+            log.info("removed {count} abandoned uploads", count=len(old))
+        return len(old)

@@ -1,0 +1,55 @@
+"""The ``sealskin`` CLI against the real server: the scripted admin flow, human and JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from sealskin.cli.main import Options, run
+
+
+def write_config(server: Any, tmp_path: Path) -> str:
+    with open(server.paths.admin_json) as f:
+        doc = json.load(f)
+    doc["api_port"] = server.api_port  # ephemeral test ports
+    path = tmp_path / "admin.json"
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+async def cli(config: str, *argv: str) -> Any:
+    opts = Options()
+    opts.parseOptions(["--config", config, "--json", *argv])
+    return await run(reactor, opts)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_manages_users_groups_and_homes(server: Any, tmp_path: Path,
+                                                  capsys: Any) -> None:
+    config = write_config(server, tmp_path)
+    status = await cli(config, "status")
+    assert status["username"] == "admin" and status["is_admin"] is True
+    await cli(config, "groups", "add", "team", "--gpu", "false")
+    made = await cli(config, "users", "add", "zoe", "--group", "team",
+                     "--save-config", str(tmp_path / "zoe.json"))
+    assert made["user"]["settings"]["group"] == "team"
+    zoe = json.loads((tmp_path / "zoe.json").read_text())
+    assert zoe["username"] == "zoe" and zoe["private_key"].startswith("-----BEGIN PRIVATE")
+    zoe_status = await cli(str(tmp_path / "zoe.json"), "status")
+    assert zoe_status["settings"]["gpu"] is False
+    assert [u["username"] for u in await cli(config, "users", "list")] == ["zoe"]
+    await cli(config, "homes", "add", "proj", "--user", "zoe")
+    assert "proj" in await cli(config, "homes", "list", "--user", "zoe")
+    await cli(config, "users", "update", "zoe", "--active", "false")
+    from sealskin.client import ApiCallError
+    with pytest.raises(ApiCallError) as e:
+        await cli(str(tmp_path / "zoe.json"), "status")
+    assert e.value.status == 403
+    await cli(config, "users", "remove", "zoe")
+    assert await cli(config, "users", "list") == []
+    capsys.readouterr()
