@@ -54,9 +54,10 @@ class Server:
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], *, args: Sequence[str] = (),
-                 start_seconds: float = 120.0) -> None:
+                 twistd_args: Sequence[str] = (), start_seconds: float = 120.0) -> None:
         self.data_dir = Path(data_dir)
-        self.args = list(args)
+        self.args = list(args)  # after "sealskin"
+        self.twistd_args = list(twistd_args)  # before it, e.g. --profile=... --profiler=cprofile
         self.start_seconds = start_seconds
         self.api_port = 0
         self.session_port = 0
@@ -75,7 +76,7 @@ class Server:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.api_port, self.session_port = free_port(), free_port()
-        cmd = [str(TWISTD), "-n", "--pidfile=", "sealskin", "--data-dir", str(self.data_dir),
+        cmd = [str(TWISTD), "-n", "--pidfile=", *self.twistd_args, "sealskin", "--data-dir", str(self.data_dir),
                "--api-endpoint", f"tcp:{self.api_port}:interface=127.0.0.1",
                "--session-endpoint", f"tcp:{self.session_port}:interface=127.0.0.1",
                "--host-url", "127.0.0.1", *self.args]

@@ -132,6 +132,37 @@ SETTINGS: tuple[Setting, ...] = (
             aliases=("SEALSKIN_APP_RESOURCE_PATH",)),
     Setting("allow-dangerous-overrides", "false", "Let admins enable privileged, host "
             "network/pid and host mounts for an app (docker_overrides).", _bool),
+    Setting("store-fetch-timeout-seconds", "15", "Deadline for fetching an app store "
+            "(headers and body).", _non_negative_float),
+    Setting("store-max-bytes", str(4 * MiB), "Largest app store document accepted.",
+            _positive_int),
+    Setting("store-refresh-seconds", "3600", "Interval of the scheduled app store "
+            "refresh (0 = never).", _non_negative_float),
+    Setting("auto-update-seconds", "3600", "Interval of the background image pulls for "
+            "auto_update apps (0 = never).", _non_negative_float),
+    Setting("registry-timeout-seconds", "10", "Deadline for each image registry request "
+            "of check_update/pull_latest.", _non_negative_float),
+    Setting("icon-max-bytes", str(MiB), "Largest uploaded app logo.", _positive_int),
+    # uploads, file manager and public shares (upstream-protocol 4.6-4.8, 9)
+    Setting("max-upload-bytes", str(10 * 1024 * MiB), "Largest declared size of one "
+            "chunked upload.", _positive_int),
+    Setting("max-chunk-bytes", str(12 * MiB), "Largest decoded upload chunk (the body "
+            "limit of /api/upload/chunk applies too).", _positive_int),
+    Setting("uploads-per-user", "8", "Unfinished uploads one user may have at a time.",
+            _positive_int),
+    Setting("upload-ttl-seconds", "86400", "Remove uploads untouched for this long.",
+            _non_negative_float),
+    Setting("cleanup-interval-seconds", "600", "How often abandoned uploads and expired "
+            "shares are removed.", _positive_int),
+    Setting("storage-usage-cache-seconds", "30", "How long a measured storage usage is "
+            "reused for limit checks.", _non_negative_float),
+    Setting("shares-per-user", "100", "Public shares one user may keep.", _positive_int),
+    Setting("max-share-bytes", str(5 * 1024 * MiB), "Largest file that can be shared "
+            "publicly.", _positive_int),
+    Setting("share-password-attempts", "5", "Wrong share passwords allowed per share "
+            "within 15 minutes.", _positive_int),
+    Setting("share-token-seconds", "60", "Lifetime of a single-use share download link.",
+            _non_negative_float),
 )
 
 
@@ -189,3 +220,16 @@ def build_config(opts: Mapping[str, Any], env: Mapping[str, str]) -> Config:
             raise usage.UsageError(f"--{s.name} ({s.env}): {raw!r} {e}") from None
     values["data_dir"] = os.path.abspath(values["data_dir"])
     return Config(values)
+
+
+def markdown_table() -> str:
+    """The options table of the README (kept in sync by tests/unit/test_config.py)."""
+    rows = ["| Option | Environment | Default | Meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        env = ", ".join(f"`{e}`" for e in (s.env, *s.aliases))
+        rows.append(f"| `--{s.name}` | {env} | `{s.default or '(unset)'}` | {s.help} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -27,10 +27,12 @@ from sealskin import config as _config
 from sealskin.api.admin import AdminHandlers
 from sealskin.api.apps import AppHandlers
 from sealskin.api.edge import Edge, limited_request_factory
+from sealskin.api.files import WithPublic
 from sealskin.api.handshake import HandshakeHandlers
 from sealskin.api.homes import HomeHandlers
 from sealskin.api.resource import build_api
 from sealskin.api.sessions import SessionHandlers
+from sealskin.api.stores import StoreHandlers
 from sealskin.api.routes import Handlers, routes
 from sealskin.blocking import Pool
 from sealskin.crypto import keys
@@ -38,11 +40,16 @@ from sealskin.crypto.secretbox import SecretKeeper
 from sealskin.crypto.sessions import CryptoSessions, RateLimiter
 from sealskin.orchestration.bootstrap import bootstrap_admin
 from sealskin.orchestration.catalogue import Catalogue
+from sealskin.orchestration.fetch import Fetcher
+from sealskin.orchestration.icons import Icons
 from sealskin.orchestration.launching import ContainerDefaults, Planner
 from sealskin.orchestration.homes import Homes
 from sealskin.orchestration.host import HostFacts
 from sealskin.orchestration.principals import Principals
+from sealskin.orchestration.registry import Registry
+from sealskin.orchestration.stores import AppStores
 from sealskin.orchestration.sessions import Limits, Sessions
+from sealskin.orchestration.updates import AfterFirstInterval, Updates
 from sealskin.providers.docker import DockerProvider
 from sealskin.providers.readiness import HttpReadiness
 from sealskin.proxy import tls
@@ -113,6 +120,7 @@ class SealskinService(Service):
             TimerService(60, self.crypto.sweep),
             TimerService(30, lambda: Deferred.fromCoroutine(self.sessions.reap())),
         ]
+        self.timers += self.file_timers
         self._reconcile_retry: Any = None
 
     def _tls_paths(self) -> None:
@@ -174,12 +182,64 @@ class SealskinService(Service):
         self.api = build_api(self.edge, routes(handlers))
 
     def _build_stores(self) -> Any:
-        """App stores, available apps, icons, background updates (issue: apps and files)."""
-        return None
+        """App stores, available apps, icons, background updates (issue: apps and files).
+
+        Its timers are in ``self.store_timers`` (``self.timers`` is made after ``_build``).
+        """
+        cfg = self.cfg
+        fetcher = Fetcher(self.reactor, timeout_seconds=cfg.store_fetch_timeout_seconds,
+                          max_bytes=cfg.store_max_bytes)
+        self.app_stores = AppStores(self.store, fetcher, self.work,
+                                    os.path.join(self.paths.internal, "store_cache"),
+                                    default_url=cfg.app_store_url)
+        icons = Icons(os.path.join(self.paths.internal, "app_icons"), self.work,
+                      max_bytes=cfg.icon_max_bytes)
+        self.catalogue.prepare_logo = icons.prepare
+        self.updates = Updates(self.store, self.catalogue, self.provider,
+                               Registry(fetcher, timeout_seconds=cfg.registry_timeout_seconds),
+                               self.reactor, self.sessions.ops)
+        self.store_timers = [
+            TimerService(seconds, AfterFirstInterval(name, run))
+            for seconds, name, run in (
+                (cfg.store_refresh_seconds, "app store refresh", self.app_stores.refresh_all),
+                (cfg.auto_update_seconds, "auto-update", self.updates.auto_update))
+            if seconds > 0]
+        return StoreHandlers(self.app_stores, self.updates, icons)
 
     def _build_files(self, planner: Planner) -> Any:
-        """Uploads, file manager and shares (issue: apps and files)."""
-        return None
+        """Uploads, file manager and shares; ``self.file_timers``; the ``/public`` pages."""
+        from sealskin.api.files import FileDeps, FileHandlers, PublicShares
+        from sealskin.orchestration.files import Files, Storage
+        from sealskin.orchestration.shares import ShareLimits, Shares
+        from sealskin.orchestration.uploads import UploadLimits, Uploads
+
+        cfg, reactor = self.cfg, self.reactor
+        uploads = Uploads(self.store, reactor, self.work,
+                          os.path.join(self.paths.internal, "uploads"),
+                          UploadLimits(max_total_bytes=cfg.max_upload_bytes,
+                                       max_chunk_bytes=cfg.max_chunk_bytes,
+                                       per_user=cfg.uploads_per_user,
+                                       ttl_seconds=cfg.upload_ttl_seconds))
+        shares = Shares(os.path.join(self.paths.internal, "shares"), reactor, self.work,
+                        ShareLimits(per_user=cfg.shares_per_user, max_bytes=cfg.max_share_bytes,
+                                    password_attempts=cfg.share_password_attempts,
+                                    token_seconds=cfg.share_token_seconds))
+        self.public = PublicShares(shares)
+
+        async def cleanup() -> None:
+            await uploads.sweep()
+            await shares.sweep()
+
+        self.file_timers = [TimerService(cfg.cleanup_interval_seconds,
+                                         lambda: Deferred.fromCoroutine(cleanup()))]
+        storage = Storage(self.principals, self.homes, reactor, self.work,
+                          usage_cache_seconds=cfg.storage_usage_cache_seconds)
+        return FileHandlers(FileDeps(
+            principals=self.principals, storage=storage, uploads=uploads,
+            files=Files(reactor, self.work), shares=shares, sessions=self.sessions,
+            launcher=SessionHandlers(self.sessions, planner, self.principals,
+                                     default_limit=cfg.default_session_limit),
+            work=self.work, ephemeral_root=self.paths.ephemeral))
 
     def _server_id(self) -> str:
         """A stable id for this server's containers (labels), kept in the data directory."""
@@ -219,7 +279,7 @@ class SealskinService(Service):
 
     def _tls_root(self) -> IResource:
         self.proxy_root = build_root(api=self.api, directory=self.sessions,
-                                     reactor=self.reactor)
+                                     reactor=self.reactor, children={b"public": self.public})
         return self.proxy_root
 
     async def start(self) -> None:
@@ -244,7 +304,7 @@ class SealskinService(Service):
             timer.startService()
         api_ep = self.cfg.api_endpoint or f"tcp:{self.cfg.api_port}"
         self.ports.append(await endpoints.serverFromString(self.reactor, api_ep).listen(
-            self._site(self.api)))
+            self._site(WithPublic(self.api, self.public))))
         self.ports.append(await self._listen_tls())
         await bootstrap_admin(self.store, self.principals, self.work,
                               config_path=self.paths.admin_json,

@@ -125,6 +125,7 @@ async def test_64_mib_upload_streams_without_holding_the_body(proxy_make: Any) -
     seen = json.loads(body)
     assert seen["body_len"] == BIG and seen["body_sha256"] == pattern_sha256(BIG)
     assert seen["headers"]["content-length"] == [str(BIG)]
+    assert env.root.http.streamed_uploads == 1
     assert growth < 32 * MIB
 
 

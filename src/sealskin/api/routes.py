@@ -80,11 +80,35 @@ def store_routes(st: Any) -> list[Route]:
     """App stores, available apps, icons, update checks (upstream-protocol 4.2, 4.10)."""
     if st is None:
         return []
-    return []
+    installed = "/api/admin/apps/installed/<app_id>"
+    return [
+        Route("GET", "/api/admin/apps/stores", st.list_stores, ADMIN),
+        Route("POST", "/api/admin/apps/stores", st.add_store, ADMIN),
+        Route("DELETE", "/api/admin/apps/stores/<store_name>", st.remove_store, ADMIN),
+        Route("GET", "/api/admin/apps/available", st.available, ADMIN),
+        Route("POST", installed + "/check_update", st.check_update, ADMIN),
+        Route("POST", installed + "/pull_latest", st.pull_latest, ADMIN),
+        Route("GET", "/api/app_icon/<app_id>", st.app_icon, USER),
+    ]
 
 
 def file_routes(f: Any) -> list[Route]:
     """Uploads, launch from file, file manager, public shares (4.3, 4.6-4.8)."""
     if f is None:
         return []
-    return []
+    return [
+        Route("POST", "/api/upload/initiate", f.initiate, USER),
+        Route("POST", "/api/upload/chunk", f.chunk, USER),
+        Route("POST", "/api/upload/to_storage", f.to_storage, USER),
+        Route("POST", "/api/launch/file", f.launch_file, USER),
+        Route("POST", "/api/sessions/<session_id>/send_file", f.send_file, USER),
+        Route("GET", "/api/files/list/<home_dir>", f.list_dir, USER),
+        Route("GET", "/api/files/download/chunk/<home_dir>", f.download_chunk, USER),
+        Route("POST", "/api/files/create_folder/<home_dir>", f.create_folder, USER),
+        Route("POST", "/api/files/delete/<home_dir>", f.delete, USER),
+        Route("GET", "/api/files/delete_status/<task_id>", f.delete_status, USER),
+        Route("POST", "/api/files/upload_to_dir/<home_dir>", f.upload_to_dir, USER),
+        Route("POST", "/api/files/share", f.share, USER),
+        Route("GET", "/api/files/shares", f.shares, USER),
+        Route("DELETE", "/api/files/share/<share_id>", f.unshare, USER),
+    ]

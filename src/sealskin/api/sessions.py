@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sealskin import authz
@@ -9,7 +10,7 @@ from sealskin.api import wire
 from sealskin.api.edge import Call
 from sealskin.errors import ApiError, Kind
 from sealskin.model import SessionRecord
-from sealskin.orchestration.launching import LANGUAGE_RE, LaunchRequest, Planner
+from sealskin.orchestration.launching import LANGUAGE_RE, LaunchPlan, LaunchRequest, Planner
 from sealskin.orchestration.principals import Principals
 from sealskin.orchestration.sessions import Sessions
 
@@ -47,10 +48,29 @@ class SessionHandlers:
         self._default_limit = default_limit
 
     async def _launch(self, call: Call, req: LaunchRequest) -> wire.Json:
+        return await self.launch_prepared(call, req, None)
+
+    async def launch_prepared(self, call: Call, req: LaunchRequest,
+                              prepare: Callable[[LaunchPlan], Awaitable[LaunchPlan]] | None,
+                              ) -> wire.Json:
+        """Plans, lets ``prepare`` adjust the plan (e.g. place a file), then launches.
+
+        If ``prepare`` or the launch fails, the plan's own cleanup runs.
+        """
         settings = await self._principals.effective(call.caller)
         plan = await self._planner.plan(call.caller, settings, req)
         limit = authz.session_limit(settings, self._default_limit)
-        sid, url = await self._sessions.launch(call.caller, plan, limit)
+        try:
+            if prepare is not None:
+                plan = await prepare(plan)
+        except BaseException:
+            await _cleanup(plan)
+            raise
+        try:
+            sid, url = await self._sessions.launch(call.caller, plan, limit)
+        except ApiError:  # e.g. LIMITED before the launch began; a cancel leaves it running
+            await _cleanup(plan)
+            raise
         return {"session_url": url, "session_id": sid}
 
     async def launch_simple(self, call: Call) -> wire.Json:
@@ -83,6 +103,11 @@ class SessionHandlers:
 
     async def stop_any(self, call: Call, session_id: str) -> None:
         await self._sessions.stop(None, _sid(session_id))
+
+
+async def _cleanup(plan: LaunchPlan) -> None:
+    if plan.cleanup is not None:
+        await plan.cleanup()
 
 
 def _sid(session_id: str) -> str:

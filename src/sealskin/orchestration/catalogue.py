@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IReactorTime
@@ -19,6 +19,9 @@ log = Logger()
 
 DEFAULT_TEMPLATE = "Default"
 
+# (new app, stored app or None) -> the app with its logo resolved; raises ApiError
+LogoHook = Callable[[InstalledApp, InstalledApp | None], Awaitable[InstalledApp]]
+
 
 class Catalogue:
     def __init__(self, store: Store, provider: Provider, clock: IReactorTime, ops: Operations,
@@ -29,6 +32,7 @@ class Catalogue:
         self._ops = ops
         self._allow_dangerous = allow_dangerous
         self.last_checked: dict[str, float] = {}  # app id -> time of last successful pull
+        self.prepare_logo: LogoHook | None = None  # orchestration/icons.py (4.10, R5)
 
     def refused_overrides(self, app: InstalledApp) -> list[str]:
         allowed = app.allow_overrides if self._allow_dangerous else ()
@@ -40,6 +44,10 @@ class Catalogue:
         return sorted(await self._store.apps(), key=lambda a: a.name.lower())
 
     async def install(self, actor: str, app: InstalledApp) -> InstalledApp:
+        if self.prepare_logo is not None:
+            if await self._store.app(app.id) is not None:  # before writing its icon
+                raise ApiError(Kind.CONFLICT, f"Application '{app.id}' already exists.")
+            app = await self.prepare_logo(app, None)
         try:
             await self._store.add_app(app, actor=actor)
         except Conflict:
@@ -51,6 +59,8 @@ class Catalogue:
         old = await self._store.app(app.id)
         if old is None:
             raise ApiError(Kind.NOT_FOUND, f"Application with ID '{app.id}' not found.")
+        if self.prepare_logo is not None:
+            app = await self.prepare_logo(app, old)
         try:
             await self._store.set_app(app, actor=actor)
         except Missing:

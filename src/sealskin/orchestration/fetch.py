@@ -62,17 +62,17 @@ class _Body(Protocol):
             return
         self._parts.append(data)
 
-    def connectionLost(self, reason: Failure = Failure(ResponseDone())) -> None:
-        if self._done.called:
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self._done.called or reason is None:
             return
-        if reason.check(ResponseDone, PotentialDataLoss):
+        if reason.check(ResponseDone, PotentialDataLoss):  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
             self._done.callback(b"".join(self._parts))
         else:
             self._done.errback(reason)
 
     def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.stopProducing()
+        if self.transport is not None:  # the body's transport is an IPushProducer
+            self.transport.stopProducing()  # type: ignore[attr-defined]
 
 
 class Fetcher:
@@ -82,8 +82,9 @@ class Fetcher:
         self._reactor = reactor
         self._timeout_seconds = timeout_seconds
         self.max_bytes = max_bytes
-        pool = HTTPConnectionPool(reactor, persistent=False)  # nothing left open between runs
-        self._http = HTTPClient(Agent(reactor, pool=pool))
+        # not persistent: nothing stays open between fetches
+        pool = HTTPConnectionPool(reactor, persistent=False)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+        self._http = HTTPClient(Agent(reactor, pool=pool))  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
 
     async def get(self, url: str, *, etag: str | None = None,
                   timeout_seconds: float | None = None,
@@ -92,12 +93,12 @@ class Fetcher:
         """Raises FetchError (network failure, timeout, oversized body, status not in
         ``accept`` or 304). Safe to cancel: the connection is dropped.
         """
-        sent = {k: [v] for k, v in (headers or {}).items()}
+        sent: dict[str | bytes, list[str | bytes]] = {k: [v] for k, v in (headers or {}).items()}
         if etag:
             sent["If-None-Match"] = [etag]
         deadline = timeout_seconds or self._timeout_seconds
         attempt = Deferred.fromCoroutine(self._get(url, sent, accept))
-        attempt.addTimeout(deadline, self._reactor)
+        _ = attempt.addTimeout(deadline, self._reactor)
         try:
             return await attempt
         except TimeoutError:
@@ -107,14 +108,14 @@ class Fetcher:
         except (DNSLookupError, ConnectError, ResponseFailed, OSError):
             raise FetchError(f"{_where(url)} could not be reached.") from None
 
-    async def _get(self, url: str, headers: dict[str, list[str]],
+    async def _get(self, url: str, headers: dict[str | bytes, list[str | bytes]],
                    accept: tuple[int, ...]) -> Fetched:
         response: IResponse = await self._http.get(url, headers=headers, unbuffered=True)
         if response.code == 304:
             return Fetched(304, b"", _etag(response), _headers(response))
         done: Deferred[bytes] = Deferred()
         body = _Body(done, self.max_bytes)
-        response.deliverBody(body)
+        response.deliverBody(body)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
         if response.code not in accept:
             body.abort()
             raise FetchError(f"{_where(url)} answered HTTP {response.code}.")

@@ -7,7 +7,6 @@ background as tasks bounded in number and age and visible only to their owner.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import stat
@@ -100,6 +99,9 @@ class Storage:
         if name not in await self._homes.names(caller.username):
             raise ApiError(Kind.FORBIDDEN, f"Access to home directory '{name}' denied.")
         return self._homes.path(caller.username, name)
+
+    async def home_names(self, username: str) -> list[str]:
+        return await self._homes.names(username)
 
     def shared_files(self, username: str) -> str:
         return self._homes.path(username, paths.SHARED_FILES)
@@ -194,7 +196,7 @@ class Files:
         self._tasks[task.id] = task
         d = Deferred.fromCoroutine(self._delete(task, root, targets))
         self._running.add(d)
-        d.addBoth(lambda _: self._running.discard(d))
+        _ = d.addBoth(lambda _: self._running.discard(d))
         return task
 
     async def _delete(self, task: DeleteTask, root: str,
@@ -231,7 +233,3 @@ class Files:
         """Waits for running deletions (shutdown)."""
         for d in list(self._running):
             await d
-
-
-def is_missing(e: OSError) -> bool:
-    return e.errno in (errno.ENOENT, errno.ENOTDIR)

@@ -147,13 +147,16 @@ class StreamingRequest(server.Request):
             super().handleContentChunk(data)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
 
     def process(self) -> None:
-        if self._sink is None or not self._sink.body_complete():
+        if self._sink is None:
             super().process()  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
             return
-        # The sink answers: do what Site's Request.process does before it would render.
+        # What Site's Request.process does before it renders; the sink may answer (and finish)
+        # synchronously inside body_complete.
         self.site = self.channel.site  # type: ignore[attr-defined]  # set by Site.buildProtocol
         self.prepath = []
         self.postpath = []
+        if not self._sink.body_complete():
+            super().process()  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
 
 
 def _pause_reading(request: server.Request) -> None:
@@ -279,12 +282,14 @@ class HttpForwarder:
         self._agent = Agent.usingEndpointFactory(
             reactor, _DirectEndpoints(reactor, limits.connect_timeout_seconds), pool=self._pool)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
         self._in_flight: dict[str, set[Exchange]] = {}
+        self.streamed_uploads = 0  # requests whose body went upstream while still arriving
         directory.on_session_end(self.end_session)
 
     def stream(self, request: StreamingRequest, session_id: str, route: SessionRoute,
                method: bytes, uri: bytes, length: int | None) -> UploadStream:
         """Starts an exchange whose body is still arriving (from ``gotLength``)."""
         upload = UploadStream(request, length)
+        self.streamed_uploads += 1
         exchange = Exchange(self, request, session_id, route, method, uri, upload)
         upload.exchange = exchange
         exchange.start()
@@ -474,6 +479,8 @@ class Exchange:
         try:
             return await self._pending
         except Exception:  # CancelledError included: we are the only canceller
+            if isinstance(self._body, UploadStream):
+                self._body.stopProducing()  # drain the rest of the upload so we can answer
             await self._answer_error(*self._failure_answer())
             return None
         finally:

@@ -1,0 +1,225 @@
+"""Chunked uploads against the real server: ownership, strict chunks, assembly, limits, restart."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+
+from independent_client import Client
+from server_harness import admin_client, start_server
+
+
+def user_client(admin: Client, username: str, private_key: str) -> Client:
+    return Client(admin.base, {**admin.config, "username": username,
+                               "private_key": private_key})
+
+
+async def make_user(admin: Client, name: str, **settings: Any) -> Client:
+    created = await admin.ok("POST", "/api/admin/users", {
+        "username": name, "public_key": None, "settings": settings})
+    return user_client(admin, name, created["private_key"])
+
+
+async def upload(c: Client, data: bytes, *, chunk: int = 1000, filename: str = "a.bin") -> tuple[str, int]:
+    started = await c.ok("POST", "/api/upload/initiate",
+                         {"filename": filename, "total_size": len(data)})
+    uid = started["upload_id"]
+    count = 0
+    for i in range(0, len(data), chunk):
+        r = await c.ok("POST", "/api/upload/chunk", {
+            "upload_id": uid, "chunk_index": count,
+            "chunk_data_b64": base64.b64encode(data[i:i + chunk]).decode()})
+        assert r == {"status": "ok", "chunk_index": count}
+        count += 1
+    return uid, count
+
+
+def shared(svc: Any, user: str) -> Path:
+    return Path(svc.paths.homes) / user / "_sealskin_shared_files"
+
+
+@pytest_twisted.ensureDeferred
+async def test_to_storage_assembles_the_file_and_returns_its_sha256(server: Any,
+                                                                   admin: Client) -> None:
+    data = os.urandom(4500)
+    uid, count = await upload(admin, data, filename="report.pdf")
+    assert count == 5
+    r = await admin.ok("POST", "/api/upload/to_storage", {
+        "filename": "report.pdf", "upload_id": uid, "total_chunks": count,
+        "home_name": "_sealskin_shared_files"})
+    assert r["status"] == "success" and r["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (shared(server, "admin") / "report.pdf").read_bytes() == data
+    assert not (Path(server.paths.internal) / "uploads" / uid).exists()
+    uid, count = await upload(admin, data, filename="report.pdf")
+    r = await admin.ok("POST", "/api/upload/to_storage", {
+        "filename": "report.pdf", "upload_id": uid, "total_chunks": count,
+        "home_name": "_sealskin_shared_files"})
+    assert r["filename"] == "report-1.pdf"  # collisions get -1, -2 before the extension
+    gone = await admin.call("POST", "/api/upload/to_storage", {
+        "filename": "x", "upload_id": uid, "total_chunks": count,
+        "home_name": "_sealskin_shared_files"})
+    assert gone.status == 404  # consumed
+
+
+@pytest_twisted.ensureDeferred
+async def test_empty_file_with_zero_chunks(server: Any, admin: Client) -> None:
+    uid, count = await upload(admin, b"", filename="empty.txt")
+    r = await admin.ok("POST", "/api/upload/to_storage", {
+        "filename": "empty.txt", "upload_id": uid, "total_chunks": 0,
+        "home_name": "_sealskin_shared_files"})
+    assert r["sha256"] == hashlib.sha256(b"").hexdigest()
+    assert (shared(server, "admin") / "empty.txt").read_bytes() == b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_hostile_chunks_are_refused_without_400(server: Any, admin: Client) -> None:
+    started = await admin.ok("POST", "/api/upload/initiate", {"filename": "f", "total_size": 10})
+    uid = started["upload_id"]
+
+    async def chunk(index: Any, payload: Any, upload_id: Any = uid) -> Any:
+        return await admin.call("POST", "/api/upload/chunk", {
+            "upload_id": upload_id, "chunk_index": index, "chunk_data_b64": payload})
+
+    assert (await chunk(0, "not base64!!")).status == 422
+    assert (await chunk(1, base64.b64encode(b"abcd").decode())).status == 409  # 0 first
+    assert (await chunk(0, base64.b64encode(b"x" * 11).decode())).status == 422  # > total
+    assert (await chunk(0, base64.b64encode(b"abcd").decode())).status == 200
+    assert (await chunk(0, base64.b64encode(b"abcd").decode())).status == 200  # idempotent
+    assert (await chunk(0, base64.b64encode(b"abc").decode())).status == 409  # other size
+    assert (await chunk(3, base64.b64encode(b"ab").decode())).status == 422  # out of range
+    assert (await chunk(2, base64.b64encode(b"abc").decode())).status == 422  # too many bytes
+    assert (await chunk(-1, base64.b64encode(b"ab").decode())).status == 422
+    for bad_id in ("../../keys", "/etc", "0" * 36, 5, None):
+        assert (await chunk(0, base64.b64encode(b"abcd").decode(), bad_id)).status == 404
+    missing = await admin.call("POST", "/api/upload/to_storage", {
+        "filename": "f", "upload_id": uid, "total_chunks": 3,
+        "home_name": "_sealskin_shared_files"})
+    assert missing.status == 409 and "Missing chunk 1" in missing.detail
+    assert not (shared(server, "admin") / "f").exists()
+    assert [p.name for p in shared(server, "admin").iterdir()] == []  # nothing half-written
+    assert (await chunk(2, base64.b64encode(b"ab").decode())).status == 200
+    wrong = await admin.call("POST", "/api/upload/to_storage", {
+        "filename": "f", "upload_id": uid, "total_chunks": 2,
+        "home_name": "_sealskin_shared_files"})
+    assert wrong.status == 409  # chunk 1 still missing
+
+
+@pytest_twisted.ensureDeferred
+async def test_initiate_validates_name_and_size(server: Any, admin: Client) -> None:
+    for name in ("", "..", "a\x00b", "x" * 256, "dir/", None):
+        r = await admin.call("POST", "/api/upload/initiate", {"filename": name, "total_size": 1})
+        assert r.status == 422, (name, r)
+    r = await admin.call("POST", "/api/upload/initiate", {"filename": "a", "total_size": -1})
+    assert r.status == 422
+    r = await admin.call("POST", "/api/upload/initiate",
+                         {"filename": "a", "total_size": 11 * 1024**3})
+    assert r.status == 413
+    # a path is reduced to its basename and stays in the destination
+    uid, count = await upload(admin, b"hello", filename="../../../etc/passwd")
+    r = await admin.ok("POST", "/api/upload/to_storage", {
+        "filename": "../../evil.txt", "upload_id": uid, "total_chunks": count,
+        "home_name": "_sealskin_shared_files"})
+    assert r["filename"] == "evil.txt"
+    assert (shared(server, "admin") / "evil.txt").read_bytes() == b"hello"
+
+
+@pytest_twisted.ensureDeferred
+async def test_other_users_upload_is_404(server: Any, admin: Client) -> None:
+    bob = await make_user(admin, "bob")
+    uid, count = await upload(admin, b"secret")
+    r = await bob.call("POST", "/api/upload/chunk", {
+        "upload_id": uid, "chunk_index": 0, "chunk_data_b64": base64.b64encode(b"evil!!").decode()})
+    assert r.status == 404
+    r = await bob.call("POST", "/api/upload/to_storage", {
+        "filename": "stolen", "upload_id": uid, "total_chunks": count,
+        "home_name": "_sealskin_shared_files"})
+    assert r.status == 404
+    assert not (shared(server, "bob") / "stolen").exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_storage_limit_and_persistent_storage(server: Any, admin: Client) -> None:
+    carol = await make_user(admin, "carol", storage_limit=1)
+    r = await carol.call("POST", "/api/upload/initiate",
+                         {"filename": "big", "total_size": 2 * 1024 * 1024})
+    assert r.status == 413 and r.detail == "Storage limit exceeded."
+    uid, count = await upload(carol, b"x" * 3000)
+    (shared(server, "carol")).mkdir(parents=True, exist_ok=True)
+    (shared(server, "carol") / "filler").write_bytes(b"y" * (1024 * 1024))
+    server_storage = [h for h in (await carol.ok("GET", "/api/homedirs"))["home_dirs"]]
+    assert "_sealskin_shared_files" in server_storage
+    dave = await make_user(admin, "dave", persistent_storage=False)
+    uid2, count2 = await upload(dave, b"abc")
+    r = await dave.call("POST", "/api/upload/to_storage", {
+        "filename": "a", "upload_id": uid2, "total_chunks": count2,
+        "home_name": "_sealskin_shared_files"})
+    assert r.status == 403 and r.detail == "Persistent storage is disabled for this account."
+
+
+@pytest_twisted.ensureDeferred
+async def test_per_user_upload_cap(tmp_path: Path) -> None:
+    svc = await start_server(str(tmp_path / "data"), **{"uploads-per-user": "2"})
+    try:
+        admin = admin_client(svc)
+        for _ in range(2):
+            await admin.ok("POST", "/api/upload/initiate", {"filename": "a", "total_size": 1})
+        r = await admin.call("POST", "/api/upload/initiate", {"filename": "a", "total_size": 1})
+        assert r.status == 429
+    finally:
+        await svc.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_survives_a_restart(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "data")
+    svc = await start_server(data_dir)
+    admin = admin_client(svc)
+    payload = os.urandom(2500)
+    started = await admin.ok("POST", "/api/upload/initiate",
+                             {"filename": "r.bin", "total_size": len(payload)})
+    uid = started["upload_id"]
+    for i in range(2):
+        await admin.ok("POST", "/api/upload/chunk", {
+            "upload_id": uid, "chunk_index": i,
+            "chunk_data_b64": base64.b64encode(payload[i * 1000:(i + 1) * 1000]).decode()})
+    await svc.stop()
+    svc = await start_server(data_dir)
+    try:
+        admin = admin_client(svc)
+        bad = await admin.call("POST", "/api/upload/chunk", {
+            "upload_id": uid, "chunk_index": 2,
+            "chunk_data_b64": base64.b64encode(payload[2000:2400]).decode()})
+        assert bad.status == 422  # chunk size still known from chunk 0 after restart
+        await admin.ok("POST", "/api/upload/chunk", {
+            "upload_id": uid, "chunk_index": 2,
+            "chunk_data_b64": base64.b64encode(payload[2000:]).decode()})
+        r = await admin.ok("POST", "/api/upload/to_storage", {
+            "filename": "r.bin", "upload_id": uid, "total_chunks": 3,
+            "home_name": "_sealskin_shared_files"})
+        assert r["sha256"] == hashlib.sha256(payload).hexdigest()
+        assert (shared(svc, "admin") / "r.bin").read_bytes() == payload
+    finally:
+        await svc.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_abandoned_uploads_are_swept(tmp_path: Path) -> None:
+    svc = await start_server(str(tmp_path / "data"), **{"upload-ttl-seconds": "0"})
+    try:
+        admin = admin_client(svc)
+        uid, _ = await upload(admin, b"abc")
+        staging = Path(svc.paths.internal) / "uploads" / uid
+        assert staging.exists()
+        handlers = svc.file_timers[0]
+        await handlers.call[0]()
+        assert not staging.exists()
+        r = await admin.call("POST", "/api/upload/chunk", {
+            "upload_id": uid, "chunk_index": 0, "chunk_data_b64": "YWJj"})
+        assert r.status == 404
+    finally:
+        await svc.stop()
