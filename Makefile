@@ -6,7 +6,7 @@ DATA    ?= ./var
 STAMP   := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/src:$(CURDIR)
 
-.PHONY: run test images sysdeps venv lint bench clean
+.PHONY: run test images sysdeps venv lint bench clean readme
 
 $(STAMP): setup.cfg setup.py pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,9 @@ test: $(STAMP) images
 
 lint: $(STAMP)
 	$(BIN)/mypy src twisted/plugins
+
+readme: $(STAMP)
+	$(BIN)/python -m sealskin.config --update-readme README.md
 
 bench: $(STAMP)
 	$(BIN)/python bench/api_bench.py

@@ -101,7 +101,7 @@ async def test_hostile_chunks_are_refused_without_400(server: Any, admin: Client
         "home_name": "_sealskin_shared_files"})
     assert missing.status == 409 and "Missing chunk 1" in missing.detail
     assert not (shared(server, "admin") / "f").exists()
-    assert [p.name for p in shared(server, "admin").iterdir()] == []  # nothing half-written
+    assert [p.name for p in shared(server, "admin").iterdir()] == ["Desktop"]  # no partial file
     assert (await chunk(2, base64.b64encode(b"ab").decode())).status == 200
     wrong = await admin.call("POST", "/api/upload/to_storage", {
         "filename": "f", "upload_id": uid, "total_chunks": 2,
