@@ -61,13 +61,14 @@ class Response:
 
 
 class Client:
-    def __init__(self, base_url: str, config: dict[str, Any]) -> None:
+    def __init__(self, base_url: str, config: dict[str, Any], agent: Any = None) -> None:
         self.base = base_url
         self.config = config
         self.key: bytes | None = None
         self.session_id: str | None = None
         # no persistent connections: a test ends with no sockets or timers left
-        self.http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+        self.http = HTTPClient(agent or Agent(reactor, pool=HTTPConnectionPool(reactor,
+                                                                           persistent=False)))
 
     async def handshake(self) -> None:
         r = await self.http.post(self.base + "/api/handshake/initiate")

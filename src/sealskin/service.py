@@ -26,7 +26,7 @@ from twisted.web.server import Site
 from sealskin import config as _config
 from sealskin.api.admin import AdminHandlers
 from sealskin.api.apps import AppHandlers
-from sealskin.api.edge import Edge, limited_request_factory
+from sealskin.api.edge import Edge
 from sealskin.api.files import WithPublic
 from sealskin.api.handshake import HandshakeHandlers
 from sealskin.api.homes import HomeHandlers
@@ -35,6 +35,7 @@ from sealskin.api.sessions import SessionHandlers
 from sealskin.api.stores import StoreHandlers
 from sealskin.api.routes import Handlers, routes
 from sealskin.blocking import Pool
+from sealskin.httpbody import LimitedRequest, limited_request_factory
 from sealskin.crypto import keys
 from sealskin.crypto.secretbox import SecretKeeper
 from sealskin.crypto.sessions import CryptoSessions, RateLimiter
@@ -53,6 +54,7 @@ from sealskin.orchestration.updates import AfterFirstInterval, Updates
 from sealskin.providers.docker import DockerProvider
 from sealskin.providers.readiness import HttpReadiness
 from sealskin.proxy import tls
+from sealskin.proxy.http import StreamingRequest
 from sealskin.proxy.site import build_root, build_site
 from sealskin.store import sqlite
 
@@ -270,11 +272,15 @@ class SealskinService(Service):
             self._reconcile_retry = self.reactor.callLater(
                 10, lambda: Deferred.fromCoroutine(self._reconcile()))
 
+    def _request_factory(self, base: Any = LimitedRequest) -> Any:
+        return limited_request_factory(
+            self.cfg.max_body_bytes, {b"/api/upload/chunk": self.cfg.max_upload_body_bytes},
+            base)
+
     def _site(self, root: IResource) -> Site:
         site = Site(root)
         site.displayTracebacks = False
-        site.requestFactory = limited_request_factory(
-            self.cfg.max_body_bytes, {b"/api/upload/chunk": self.cfg.max_upload_body_bytes})
+        site.requestFactory = self._request_factory()
         return site
 
     def _tls_root(self) -> IResource:
@@ -319,6 +325,7 @@ class SealskinService(Service):
     async def _listen_tls(self) -> IListeningPort:
         ctx = tls.server_context_factory(self.tls_cert, self.tls_key)
         site = build_site(self._tls_root())
+        site.requestFactory = self._request_factory(StreamingRequest)
         desc = self.cfg.session_endpoint or f"tcp:{self.cfg.session_port}"
         ep = endpoints.serverFromString(self.reactor, desc)
         if desc.startswith("ssl:"):

@@ -18,11 +18,11 @@ import attrs
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
-from twisted.web.server import Request
 
 from sealskin.crypto import CryptoError, envelope
 from sealskin.crypto.sessions import CryptoSessions
 from sealskin.errors import ApiError, Kind
+from sealskin.httpbody import LimitedRequest, limited_request_factory
 from sealskin.model import Principal
 
 log = Logger()
@@ -62,42 +62,6 @@ class Authenticator(Protocol):
     async def authenticate(self, authorization: str | None) -> Principal:
         """Raises ApiError UNAUTHENTICATED / FORBIDDEN."""
         ...
-
-
-class LimitedRequest(Request):
-    """A Request that stops storing its body past a size limit (answered 413 later).
-
-    Twisted buffers whole bodies before any resource runs, so the limit must be
-    applied here, while the body arrives. Limits come from the Site (see
-    :func:`limited_request_factory`).
-    """
-
-    max_body_bytes = 1024 * 1024
-    max_bodies: Mapping[bytes, int] = {}
-    body_too_large = False
-    _received = 0
-
-    def _limit(self) -> int:
-        path = getattr(self.channel, "_path", b"").split(b"?", 1)[0]
-        return self.max_bodies.get(path, self.max_body_bytes)
-
-    def gotLength(self, length: int | None) -> None:
-        if length is not None and length > self._limit():
-            self.body_too_large = True
-        super().gotLength(None if self.body_too_large else length)
-
-    def handleContentChunk(self, data: bytes) -> None:
-        self._received += len(data)
-        if self._received > self._limit():
-            self.body_too_large = True
-        if not self.body_too_large:
-            super().handleContentChunk(data)
-
-
-def limited_request_factory(max_body_bytes: int,
-                            max_bodies: Mapping[bytes, int]) -> type[LimitedRequest]:
-    return type("SizedRequest", (LimitedRequest,),
-                {"max_body_bytes": max_body_bytes, "max_bodies": dict(max_bodies)})
 
 
 def render_error(request: IRequest, status: int, detail: str) -> bytes:

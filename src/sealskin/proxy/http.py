@@ -56,6 +56,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from sealskin.httpbody import LimitedRequest
 from sealskin.model import SessionRoute
 from sealskin.proxy import SessionDirectory
 from sealskin.proxy.gate import ACCESS_TOKEN, Gate, json_error, query_without
@@ -117,8 +118,11 @@ class DiscardBody:
         return False
 
 
-class StreamingRequest(server.Request):
+class StreamingRequest(LimitedRequest):
     """A ``Request`` that can hand its body to a :class:`BodySink` instead of a temp file.
+
+    Bodies that are not streamed to a session (``/api``) keep the size limits of
+    :class:`~sealskin.httpbody.LimitedRequest`.
 
     The site (``channel.site``) must provide :class:`EarlyBodyRouter` as ``early_body_router``.
     Method and target are not yet on the request when ``gotLength`` runs, so they are read from
