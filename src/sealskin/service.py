@@ -348,6 +348,9 @@ class SealskinService(Service):
         for port in self.ports:
             await port.stopListening()
         self.ports.clear()
+        left = await self.edge.drain(self.reactor, self.cfg.shutdown_grace_seconds)
+        if left:
+            log.warn("{count} API requests were still running at shutdown", count=left)
         for timer in self.timers:
             if timer.running:
                 await timer.stopService()

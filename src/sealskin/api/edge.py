@@ -15,7 +15,8 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 import attrs
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -104,9 +105,33 @@ class Edge:
     def __init__(self, crypto: CryptoSessions, auth: Authenticator) -> None:
         self._crypto = crypto
         self._auth = auth
+        self._in_flight = 0
+        self._drained: list[Deferred[None]] = []
+
+    async def drain(self, clock: IReactorTime, grace_seconds: float) -> int:
+        """At shutdown: waits up to ``grace_seconds`` for in-flight requests; returns how
+        many were still running (their connections are then closed with the listeners)."""
+        if self._in_flight:
+            waiter: Deferred[None] = Deferred()
+            self._drained.append(waiter)
+            waiter.addTimeout(grace_seconds, clock, onTimeoutCancel=lambda *_: None)
+            await waiter
+        return self._in_flight
 
     async def serve(self, route: Route, request: IRequest, params: Mapping[str, str]) -> bytes:
         """Runs one request; never raises (errors become responses)."""
+        self._in_flight += 1
+        try:
+            return await self._serve(route, request, params)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                waiters, self._drained = self._drained, []
+                for waiter in waiters:
+                    if not waiter.called:
+                        waiter.callback(None)
+
+    async def _serve(self, route: Route, request: IRequest, params: Mapping[str, str]) -> bytes:
         try:
             if getattr(request, "body_too_large", False):
                 raise ApiError(Kind.TOO_LARGE, "Request body too large.")
