@@ -175,7 +175,8 @@ class ApiClient:
             raise ApiCallError(status, _detail(data))
         if status == 204 or not data:
             return None
-        return envelope.open_json(key, _parse(data))[1]
+        # any JSON value: list endpoints answer arrays inside the envelope
+        return json.loads(envelope.open_envelope(key, _parse(data))[1])
 
     async def _send(
         self,

@@ -122,7 +122,7 @@ class SealskinService(Service):
             TimerService(60, self.crypto.sweep),
             TimerService(30, lambda: Deferred.fromCoroutine(self.sessions.reap())),
         ]
-        self.timers += self.file_timers
+        self.timers += self.file_timers + self.store_timers
         self._reconcile_retry: Any = None
 
     def _tls_paths(self) -> None:

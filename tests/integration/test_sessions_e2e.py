@@ -166,3 +166,34 @@ async def test_readiness_timeout_removes_everything(tmp_path: Path, run_label: s
         assert await admin.ok("GET", "/api/sessions") == []
     finally:
         await svc.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_installs_launches_lists_and_stops(live: Any, tmp_path: Path,
+                                                     capsys: Any) -> None:
+    from sealskin.cli.main import Options, run
+
+    doc = json.loads(Path(live.paths.admin_json).read_text())
+    doc["api_port"] = live.api_port
+    config = tmp_path / "admin.json"
+    config.write_text(json.dumps(doc))
+
+    async def cli(*argv: str) -> Any:
+        opts = Options()
+        opts.parseOptions(["--config", str(config), "--json", *argv])
+        return await run(reactor, opts)
+
+    app = await cli("apps", "install", "--name", "CLI Probe", "--image", PROBE, "--users", "all",
+                    "--pull-policy", "never")
+    launched = await cli("launch", "cli probe")
+    assert launched["url"].startswith(f"https://127.0.0.1:{live.session_port}/"
+                                      f"{launched['session_id']}/?access_token=")
+    cookie = await open_session(live, launched["session_url"])
+    code, _, page = await https(live, "GET", f"/{launched['session_id']}/", {"Cookie": cookie})
+    assert code == 200 and b"sealskin-probe" in page
+    listed = await cli("sessions", "list")
+    assert [s["session_id"] for s in listed] == [launched["session_id"]]
+    await cli("sessions", "stop", launched["session_id"])
+    assert await cli("sessions", "list") == []
+    await cli("apps", "remove", app["id"])
+    capsys.readouterr()

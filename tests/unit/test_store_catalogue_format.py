@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from sealskin.orchestration.store_format import StoreFormatError, parse_store
+from sealskin.orchestration.store_format import parse_store
 
 PUBLIC = Path("/work/shared/data/apps.yml")
 
@@ -19,7 +20,7 @@ def public() -> bytes:
     return PUBLIC.read_bytes()
 
 
-def by_id(raw: bytes) -> dict[str, dict]:  # type: ignore[type-arg]
+def by_id(raw: bytes) -> dict[str, dict[str, Any]]:
     return {a["id"]: dict(a) for a in parse_store(raw).apps}
 
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from twisted.python import usage
+
+from sealskin.cli.options import Empty, Interspersed, Noun
 
 INSTALLED = "/api/admin/apps/installed"
 STORES = "/api/admin/apps/stores"
@@ -32,20 +35,24 @@ class Client(Protocol):
                    query: Mapping[str, str] | None = None) -> object: ...
 
 
-class _Empty(usage.Options):
-    pass
+def _args(given: tuple[str, ...], *names: str) -> dict[str, str]:
+    if len(given) != len(names):
+        raise usage.UsageError("Expected " + " ".join(n.upper() for n in names) + ".")
+    return dict(zip(names, given))
 
 
-class _OneArg(usage.Options):
-    def parseArgs(self, name: str) -> None:
-        self["name"] = name
+class _OneArg(Interspersed):
+    synopsis = "NAME"
+
+    def parseArgs(self, *args: str) -> None:
+        self.update(_args(args, "name"))
 
 
-class _AddStore(usage.Options):
+class _AddStore(Interspersed):
     synopsis = "NAME URL"
 
-    def parseArgs(self, name: str, url: str) -> None:
-        self["name"], self["url"] = name, url
+    def parseArgs(self, *args: str) -> None:
+        self.update(_args(args, "name", "url"))
 
 
 class _Available(usage.Options):
@@ -72,6 +79,7 @@ class _Install(usage.Options):
         ["users", None, "", "comma-separated user names, or all"],
         ["groups", None, "", "comma-separated group names, or all"],
         ["template", None, "Default", "app template"],
+        ["pull-policy", None, "if-missing", "always, if-missing or never"],
     ]
 
     def postOptions(self) -> None:
@@ -85,38 +93,26 @@ class _Install(usage.Options):
             raise usage.UsageError("--name and --image go together.")
 
 
-class _Update(usage.Options):
+class _Update(Interspersed):
     synopsis = "ID --file app.json"
     optParameters = [["file", "f", None, "the full InstalledApp JSON document"]]
 
-    def parseArgs(self, app_id: str) -> None:
-        self["name"] = app_id
+    def parseArgs(self, *args: str) -> None:
+        self.update(_args(args, "name"))
 
     def postOptions(self) -> None:
         if not self["file"]:
             raise usage.UsageError("--file is required.")
 
 
-class _Noun(usage.Options):
-    verbs: Sequence[tuple[str, type[usage.Options], str]] = ()
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.subCommands = [[name, None, opts, text] for name, opts, text in self.verbs]
-
-    def postOptions(self) -> None:
-        if self.subCommand is None:
-            raise usage.UsageError("Which action? " + ", ".join(v[0] for v in self.verbs))
-
-
-class StoresOptions(_Noun):
-    verbs = (("list", _Empty, "list app stores"), ("add", _AddStore, "add NAME URL"),
+class StoresOptions(Noun):
+    verbs = (("list", Empty, "list app stores"), ("add", _AddStore, "add NAME URL"),
              ("remove", _OneArg, "remove NAME"))
 
 
-class AppsOptions(_Noun):
+class AppsOptions(Noun):
     verbs = (("available", _Available, "apps offered by a store"),
-             ("installed", _Empty, "installed apps and their image status"),
+             ("installed", Empty, "installed apps and their image status"),
              ("install", _Install, "install an app"),
              ("update", _Update, "replace an installed app from a JSON file"),
              ("remove", _OneArg, "remove an installed app"))
@@ -178,7 +174,8 @@ async def _install_body(client: Client, o: usage.Options) -> dict[str, Any]:
         return _read_json(o["file"])
     access = {"users": _names(o["users"]), "groups": _names(o["groups"]),
               "app_template": o["template"], "auto_update": not o["no-auto-update"],
-              "home_directories": bool(o["home-directories"])}
+              "home_directories": bool(o["home-directories"]),
+              "pull_policy": o["pull-policy"]}
     if o["from-store"]:
         apps = await _available(client, o["from-store"], refresh=False)
         entry = next((a for a in apps if a["id"] == o["app"]), None)

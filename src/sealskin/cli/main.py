@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import getopt
 import json
 import os
 import sys
@@ -19,6 +18,8 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
+from sealskin.cli.apps import AppsOptions, StoresOptions, run_apps, run_stores
+from sealskin.cli.options import Empty, Interspersed, Noun
 from sealskin.client import ApiCallError, ApiClient, ClientConfig
 
 
@@ -37,26 +38,7 @@ def _settings(opts: usage.Options) -> dict[str, Any]:
     return out
 
 
-class _Interspersed(usage.Options):
-    """Accepts options after positional arguments (``users add bob --gpu false``)."""
-
-    def parseOptions(self, options: Sequence[str] | None = None) -> None:
-        argv = list(sys.argv[1:] if options is None else options)
-        try:
-            pairs, args = getopt.gnu_getopt(argv, self.shortOpt, self.longOpt)
-        except getopt.GetoptError as e:
-            raise usage.UsageError(str(e)) from None
-        takes_value = {o.rstrip("=") for o in self.longOpt if o.endswith("=")}
-        rebuilt: list[str] = []
-        for name, value in pairs:
-            rebuilt.append(name)
-            if name.lstrip("-") in takes_value or (len(name) == 2 and
-                                                   name[1] + ":" in self.shortOpt):
-                rebuilt.append(value)
-        super().parseOptions([*rebuilt, "--", *args] if args else rebuilt)
-
-
-class _SettingsOptions(_Interspersed):
+class _SettingsOptions(Interspersed):
     optParameters = [
         ["active", None, None, "true or false"],
         ["persistent-storage", None, None, "true or false"],
@@ -80,7 +62,7 @@ class _AddPrincipal(_Named):
     ]
 
 
-class _Home(_Interspersed):
+class _Home(Interspersed):
     optParameters = [["user", "u", None, "another user's homes (admin)"],
                      ["admin-user", None, None, "an admin's homes (admin)"]]
 
@@ -92,43 +74,27 @@ def _sub(name: str, options: type[usage.Options], help_text: str) -> list[Any]:
     return [name, None, options, help_text]
 
 
-class _Noun(usage.Options):
-    verbs: Sequence[tuple[str, type[usage.Options], str]] = ()
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.subCommands = [_sub(*v) for v in self.verbs]
-
-    def postOptions(self) -> None:
-        if self.subCommand is None:
-            raise usage.UsageError("Which action? " + ", ".join(v[0] for v in self.verbs))
-
-
-class _Empty(usage.Options):
-    pass
-
-
-class _Users(_Noun):
-    verbs = (("list", _Empty, "list users"), ("add", _AddPrincipal, "add a user"),
+class _Users(Noun):
+    verbs = (("list", Empty, "list users"), ("add", _AddPrincipal, "add a user"),
              ("update", _Named, "change a user's settings"), ("remove", _Named, "remove a user"))
 
 
-class _Admins(_Noun):
-    verbs = (("list", _Empty, "list admins"), ("add", _AddPrincipal, "add an admin"),
+class _Admins(Noun):
+    verbs = (("list", Empty, "list admins"), ("add", _AddPrincipal, "add an admin"),
              ("remove", _Named, "remove an admin"))
 
 
-class _Groups(_Noun):
-    verbs = (("list", _Empty, "list groups"), ("add", _Named, "add a group"),
+class _Groups(Noun):
+    verbs = (("list", Empty, "list groups"), ("add", _Named, "add a group"),
              ("update", _Named, "replace a group's settings"), ("remove", _Named, "remove"))
 
 
-class _Homes(_Noun):
+class _Homes(Noun):
     verbs = (("list", _Home, "list home directories"), ("add", _Home, "add NAME"),
              ("remove", _Home, "remove NAME"))
 
 
-class _Launch(_Interspersed):
+class _Launch(Interspersed):
     synopsis = "APP [--url URL] [--home NAME] [--file FILE]"
     optParameters = [["url", None, None, "open this URL in the app"],
                      ["home", None, None, "home directory (default: ephemeral)"],
@@ -140,7 +106,7 @@ class _Launch(_Interspersed):
         self["app"] = app
 
 
-class _Stop(_Interspersed):
+class _Stop(Interspersed):
     optFlags = [["all-users", "a", "any user's session (admin)"]]
 
     def parseArgs(self, session_id: str) -> None:
@@ -151,7 +117,7 @@ class _ListSessions(usage.Options):
     optFlags = [["all-users", "a", "every user's sessions (admin)"]]
 
 
-class _Sessions(_Noun):
+class _Sessions(Noun):
     verbs = (("list", _ListSessions, "list sessions"), ("stop", _Stop, "stop a session"))
 
 
@@ -165,13 +131,15 @@ class Options(usage.Options):
         ["url", None, None, "base URL (default http://<server_endpoint>:<api_port>)"],
     ]
     subCommands = [
-        _sub("status", _Empty, "who am I, and my effective settings"),
+        _sub("status", Empty, "who am I, and my effective settings"),
         _sub("users", _Users, "manage users (admin)"),
         _sub("admins", _Admins, "manage admins (admin)"),
         _sub("groups", _Groups, "manage groups (admin)"),
         _sub("homes", _Homes, "manage home directories"),
         _sub("launch", _Launch, "start an app; prints its single-use URL"),
         _sub("sessions", _Sessions, "list or stop sessions"),
+        _sub("stores", StoresOptions, "manage app stores (admin)"),
+        _sub("apps", AppsOptions, "available, installed, install, update, remove (admin)"),
     ]
 
     def postOptions(self) -> None:
@@ -323,6 +291,10 @@ async def run(reactor: Any, opts: Options) -> Any:
         value, text = await _launch(client, sub)
     elif cmd == "sessions":
         value, text = await _sessions(client, verb, subsub)
+    elif cmd == "stores":
+        value, text = await run_stores(client, verb, subsub)
+    elif cmd == "apps":
+        value, text = await run_apps(client, verb, subsub)
     else:
         value, text = await extra_command(client, cmd, sub)
     print(json.dumps(value, indent=2) if opts["json"] else text)

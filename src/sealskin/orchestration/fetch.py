@@ -65,7 +65,7 @@ class _Body(Protocol):
     def connectionLost(self, reason: Failure | None = None) -> None:
         if self._done.called or reason is None:
             return
-        if reason.check(ResponseDone, PotentialDataLoss):  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+        if reason.check(ResponseDone, PotentialDataLoss):
             self._done.callback(b"".join(self._parts))
         else:
             self._done.errback(reason)
@@ -83,8 +83,8 @@ class Fetcher:
         self._timeout_seconds = timeout_seconds
         self.max_bytes = max_bytes
         # not persistent: nothing stays open between fetches
-        pool = HTTPConnectionPool(reactor, persistent=False)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
-        self._http = HTTPClient(Agent(reactor, pool=pool))  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        self._http = HTTPClient(Agent(reactor, pool=pool))
 
     async def get(self, url: str, *, etag: str | None = None,
                   timeout_seconds: float | None = None,
@@ -115,7 +115,7 @@ class Fetcher:
             return Fetched(304, b"", _etag(response), _headers(response))
         done: Deferred[bytes] = Deferred()
         body = _Body(done, self.max_bytes)
-        response.deliverBody(body)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+        response.deliverBody(body)
         if response.code not in accept:
             body.abort()
             raise FetchError(f"{_where(url)} answered HTTP {response.code}.")

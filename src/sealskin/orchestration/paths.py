@@ -119,6 +119,22 @@ def translated() -> Iterator[None]:
         raise _os_error(e) from None
 
 
+def _open_below(dir_fd: int, name: str, flags: int) -> int:
+    """``openat`` without following ``name``; a symlink there is ELOOP (-> 403) whatever
+    the kernel said (with ``O_DIRECTORY`` Linux answers ENOTDIR)."""
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except OSError as e:
+        is_link = False
+        if e.errno in (errno.ENOTDIR, errno.ELOOP):
+            with contextlib.suppress(OSError):
+                is_link = stat.S_ISLNK(os.stat(name, dir_fd=dir_fd,
+                                               follow_symlinks=False).st_mode)
+        if is_link:
+            raise OSError(errno.ELOOP, "symlink") from None
+        raise
+
+
 def _thd_open_dir(root: str, parts: Sequence[str]) -> int:
     """A descriptor of ``root/parts...`` opened without following any symlink below root.
 
@@ -128,7 +144,7 @@ def _thd_open_dir(root: str, parts: Sequence[str]) -> int:
         fd = os.open(root, _DIR_FLAGS)
         try:
             for part in parts:
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                child = _open_below(fd, part, _DIR_FLAGS)
                 os.close(fd)
                 fd = child
         except BaseException:
@@ -153,7 +169,7 @@ def _thd_open_file(root: str, parts: Sequence[str]) -> int:
     if not parts:
         raise ApiError(Kind.NOT_FOUND, "Path not found.")
     with opened_dir(root, parts[:-1]) as dfd:
-        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        fd = _open_below(dfd, parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise ApiError(Kind.NOT_FOUND, "Path not found.")

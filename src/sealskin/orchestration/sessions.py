@@ -195,8 +195,10 @@ class Sessions:
         try:
             started = self._clock.seconds()
             await self._provider.pull(spec.image, policy=spec.pull_policy)
+            pulled = self._clock.seconds()
             step = "create"
             instance = await self._provider.start(attrs.evolve(spec, pull_policy="never"))
+            created = self._clock.seconds()
             step = "readiness"
             waited = await self._readiness.wait(
                 instance.host, instance.port, f"/{sid}/", _basic(credentials),
@@ -212,7 +214,8 @@ class Sessions:
         self._adopt(record, credentials)
         log.info("session {session_id} of {user} ready in {seconds:.1f}s ({wait:.1f}s "
                  "readiness)", session_id=sid, user=caller.username,
-                 seconds=self._clock.seconds() - started, wait=waited)
+                 seconds=self._clock.seconds() - started, wait=waited,
+                 pull_seconds=pulled - started, start_seconds=created - pulled)
         return sid
 
     async def _undo(self, sid: str, instance: Instance | None, plan: LaunchPlan) -> None:

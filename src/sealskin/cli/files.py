@@ -1,0 +1,90 @@
+"""CLI: ``sealskin upload FILE [--home H]`` and the upload helper ``launch --file`` uses.
+
+Files are read and sent one chunk at a time (never whole in memory); the SHA-256
+the server computes while assembling is compared with the local one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from twisted.python import usage
+
+from sealskin.client import ApiClient
+
+MiB = 1024 * 1024
+DEFAULT_CHUNK_BYTES = 8 * MiB
+SHARED_FILES = "_sealskin_shared_files"
+
+
+class UploadOptions(usage.Options):
+    synopsis = "FILE [--home NAME] [--chunk-mib N]"
+    optParameters = [
+        ["home", None, SHARED_FILES, "Home directory to store into (its top directory); "
+         "default: the shared files."],
+        ["chunk-mib", None, "8", "Chunk size in MiB (raw bytes before base64)."],
+    ]
+
+    def parseArgs(self, path: str) -> None:  # type: ignore[override]  # usage.Options dispatches by arity
+        self["path"] = path
+
+    def postOptions(self) -> None:
+        try:
+            chunk = int(self["chunk-mib"])
+        except ValueError:
+            raise usage.UsageError("--chunk-mib must be an integer") from None
+        if not 1 <= chunk <= 12:
+            raise usage.UsageError("--chunk-mib must be from 1 to 12")
+        self["chunk-bytes"] = chunk * MiB
+
+
+def _progress(sent: int, total: int) -> None:
+    percent = 100 * sent // total if total else 100
+    sys.stderr.write(f"\r{sent // MiB}/{total // MiB} MiB ({percent}%)")
+    if sent >= total:
+        sys.stderr.write("\n")
+
+
+async def upload_file(client: ApiClient, path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                      progress: Callable[[int, int], None] | None = None,
+                      ) -> tuple[str, int, str]:
+    """Initiates and sends ``path``; returns (upload_id, total_chunks, local sha256 hex)."""
+    total = os.path.getsize(path)
+    started: Any = await client.call("POST", "/api/upload/initiate", {
+        "filename": os.path.basename(path), "total_size": total})
+    upload_id = str(started["upload_id"])
+    digest, index, sent = hashlib.sha256(), 0, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+            await client.call("POST", "/api/upload/chunk", {
+                "upload_id": upload_id, "chunk_index": index,
+                "chunk_data_b64": base64.b64encode(chunk).decode("ascii")})
+            index, sent = index + 1, sent + len(chunk)
+            if progress is not None:
+                progress(sent, total)
+    return upload_id, index, digest.hexdigest()
+
+
+async def run_upload(client: ApiClient, opts: usage.Options) -> tuple[Any, str]:
+    """``sealskin upload``: returns (JSON value, text line); raises ValueError on a hash mismatch."""
+    path = opts["path"]
+    upload_id, count, local = await upload_file(client, path, opts["chunk-bytes"], _progress)
+    name = os.path.basename(path)
+    body = {"filename": name, "upload_id": upload_id, "total_chunks": count}
+    if opts["home"] == SHARED_FILES:
+        answer: Any = await client.call("POST", "/api/upload/to_storage",
+                                        {**body, "home_name": SHARED_FILES})
+    else:  # into the home's top directory
+        answer = await client.call("POST", f"/api/files/upload_to_dir/{opts['home']}",
+                                   {**body, "path": "/"})
+    remote = answer.get("sha256")
+    if remote != local:
+        raise ValueError(f"checksum mismatch: local {local}, server {remote}")
+    value = {**answer, "local_sha256": local}
+    return value, f"stored {answer.get('filename', name)} sha256 {remote} (matches)"
