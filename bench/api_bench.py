@@ -432,9 +432,10 @@ def measure(server: common.Server, specs: list[dict[str, Any]], seconds: float) 
         p.start()
     try:
         barrier.wait(300)
-        cpu0 = common.cpu_seconds(server.pid)
+        cpu0, busy0 = common.cpu_seconds(server.pid), common.busy_cpu_seconds()
         time.sleep(seconds)
         server_cpu = (common.cpu_seconds(server.pid) - cpu0) / seconds
+        busy = (common.busy_cpu_seconds() - busy0) / seconds
         found = [results.get(timeout=120) for _ in procs]
     except BaseException:
         for p in procs:
@@ -447,22 +448,27 @@ def measure(server: common.Server, specs: list[dict[str, Any]], seconds: float) 
     fatal = [r["fatal"] for r in found if "fatal" in r]
     if fatal:
         raise RuntimeError(f"client failed: {fatal[0]}; server log: {server.log_path}")
-    return _aggregate(found, seconds, server_cpu)
+    return _aggregate(found, seconds, server_cpu, busy)
 
 
-def _aggregate(found: list[dict[str, Any]], seconds: float, server_cpu: float) -> dict[str, Any]:
+def _aggregate(found: list[dict[str, Any]], seconds: float, server_cpu: float,
+               busy: float) -> dict[str, Any]:
     load = [r for r in found if "probe" not in r]
+    client_cpu = sum(r["cpu"] for r in found) / seconds
     out: dict[str, Any] = {
         "server_cpu": server_cpu,
-        "client_cpu": sum(r["cpu"] for r in found) / seconds,
+        "client_cpu": client_cpu,
+        "other_cpu": max(0.0, busy - server_cpu - client_cpu),  # other processes' share
         "errors": sum(r["error_count"] for r in found),
         "error_samples": [e for r in found for e in r["errors"]][:3],
     }
     if load:
         latencies = [x for r in load for x in r["latencies"]]
         elapsed = max(r["elapsed"] for r in load)
-        out.update(count=sum(r["count"] for r in load), rate=sum(r["count"] for r in load)
-                   / elapsed, exhausted=any(r["exhausted"] for r in load),
+        rate = sum(r["count"] for r in load) / elapsed
+        out.update(count=sum(r["count"] for r in load), rate=rate,
+                   server_us=server_cpu / rate * 1e6 if rate else float("nan"),
+                   exhausted=any(r["exhausted"] for r in load),
                    **common.latency_summary(latencies))
     for r in found:
         if "probe" in r:
@@ -480,23 +486,29 @@ class Bench:
         self.args = args
         self.log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True)
 
-    def run_key(self, bits: int, root: Path) -> dict[str, Any]:
+    def run_key(self, bits: int, data_dir: Path, source: str,
+                parts: Sequence[str]) -> dict[str, Any]:
         a = self.args
         out: dict[str, Any] = {}
         server_args = ["--server-key-bits", str(bits), *SERVER_ARGS, *a.server_arg]
-        server = common.Server(root / f"rsa{bits}", args=server_args)
+        server = common.Server(data_dir, args=server_args, source=source)
         with server:
             cfg = server.admin_config()
             base = {"port": server.api_port, "server_public_key": cfg["server_public_key"]}
             guess = {2048: 4000, 4096: 1200}.get(bits, 4000)
-            out["hs_1"] = self._handshakes(server, base, 1, guess)
-            out["hs_n"] = self._handshakes(server, base, a.concurrency, guess)
-            out.update(self._calls(server, base, cfg))
-            out["probe_idle"] = self._probe(server, base, cfg, flood=0)
-            out["probe_flood"] = self._probe(server, base, cfg, flood=a.concurrency)
+            if "hs" in parts:
+                out["hs_1"] = self._handshakes(server, base, 1, guess)
+                out["hs_n"] = self._handshakes(server, base, a.concurrency, guess)
+            if "calls" in parts:
+                out.update(self._calls(server, base, cfg))
+            if "probe" in parts:
+                out["probe_idle"] = self._probe(server, base, cfg, flood=0)
+                out["probe_flood"] = self._probe(server, base, cfg, flood=a.concurrency)
             out["rss"] = common.rss_bytes(server.pid)
-        with common.Server(root / f"rsa{bits}", args=[*server_args, "--work-threads", "1"]) \
-                as one_thread:
+        if "threads" not in parts:
+            return out
+        with common.Server(data_dir, args=[*server_args, "--work-threads", "1"],
+                           source=source) as one_thread:
             base = dict(base, port=one_thread.api_port)
             out["hs_n_1thread"] = self._handshakes(one_thread, base, a.concurrency, guess)
         return out
@@ -562,8 +574,10 @@ class Bench:
         if "probe" in r:
             parts += [f"{k} p50 {v['p50']:.2f} p99 {v['p99']:.2f} max {v['max']:.2f} ms"
                       for k, v in r["probe"].items()]
-        parts.append(f"server CPU {r['server_cpu']:.2f} cores, client CPU "
-                     f"{r['client_cpu']:.2f} cores")
+        if "server_us" in r:
+            parts.append(f"server {r['server_us']:.0f} µs CPU each;")
+        parts.append(f"CPU (cores): server {r['server_cpu']:.2f}, client "
+                     f"{r['client_cpu']:.2f}, other processes {r['other_cpu']:.2f}")
         if r["errors"]:
             parts.append(f"ERRORS {r['errors']}: {r['error_samples']}")
         if r.get("exhausted"):
@@ -621,9 +635,9 @@ def report(args: argparse.Namespace, facts: dict[str, str], rsa_ops: dict[int, t
     n = args.concurrency
     row("Handshakes/s, 1 client", lambda r: r["hs_1"]["rate"], target=
         "≥ 500 (2048), ≥ 170 (4096)")
-    rows.append(_pair_row(bits, res, "hs_1", "  p50 / p99 ms, 1 client"))
+    rows.append(_pair_row(bits, res, "hs_1", _DETAIL))
     row(f"Handshakes/s, {n} clients", lambda r: r["hs_n"]["rate"])
-    rows.append(_pair_row(bits, res, "hs_n", f"  p50 / p99 ms, {n} clients"))
+    rows.append(_pair_row(bits, res, "hs_n", _DETAIL))
     row(f"Handshakes/s, {n} clients, --work-threads 1", lambda r: r["hs_n_1thread"]["rate"])
     row(f"Scaling: {n} clients (4 threads) / 1 thread",
         lambda r: r["hs_n"]["rate"] / r["hs_n_1thread"]["rate"], 2, unit="×")
@@ -639,7 +653,7 @@ def report(args: argparse.Namespace, facts: dict[str, str], rsa_ops: dict[int, t
                     target = "p99 < 20 ms"
                 row(f"{label}, {tlabel}, {conns} client(s): calls/s",
                     lambda r, k=key: r[k]["rate"], target=target)
-                rows.append(_pair_row(bits, res, key, "  p50 / p99 ms"))
+                rows.append(_pair_row(bits, res, key, _DETAIL))
     for name, label in (("404", "plaintext 404"), ("status", "encrypted status")):
         rows.append(_probe_row(bits, res, "probe_idle", name, f"Probe {label}, idle: p50 / p99 ms"))
         rows.append(_probe_row(bits, res, "probe_flood", name,
@@ -656,6 +670,8 @@ def report(args: argparse.Namespace, facts: dict[str, str], rsa_ops: dict[int, t
                            f"(server meanwhile {worst['server_cpu']:.2f})")
     errors = sum(v.get("errors", 0) for r in res.values() for v in r.values()
                  if isinstance(v, dict))
+    others = [v["other_cpu"] for r in res.values() for v in r.values()
+              if isinstance(v, dict) and "other_cpu" in v]
     rsa_lines = [f"{b}-bit: {one:,.0f} ops/s on 1 thread, {two:,.0f} on 2 threads "
                  f"({two / one:.2f}×)" for b, (one, two) in sorted(rsa_ops.items())]
     facts_line = (f"nproc {facts['nproc']}, {facts['cpu']}, Linux {facts['kernel']}; Python "
@@ -679,6 +695,11 @@ def report(args: argparse.Namespace, facts: dict[str, str], rsa_ops: dict[int, t
         *rows,
         "",
         f"Errors (non-200 answers, bad envelopes) over the whole run: {errors}.",
+        "",
+        f"Other processes on the machine used {sum(others) / len(others):.2f} cores on "
+        f"average (at most {max(others):.2f}) during the timed windows: on this 2-core "
+        "machine that is CPU the server did not get, so compare the server CPU per "
+        "operation, not only rates, between runs.",
         "",
         "How it measures:",
         "",
@@ -710,8 +731,42 @@ def report(args: argparse.Namespace, facts: dict[str, str], rsa_ops: dict[int, t
     ])
 
 
+def compare(args: argparse.Namespace, before: dict[int, dict[str, Any]],
+            after: dict[int, dict[str, Any]]) -> str:
+    """Before/after: throughput, p99 and the server's CPU per operation (which the other
+    processes on a shared machine disturb least)."""
+    bits = sorted(before)
+    n = args.concurrency
+    head = "| Measure | " + " | ".join(
+        f"{b}-bit before | {b}-bit after | ×" for b in bits) + " |"
+    rows = [f"Before/after, baseline tree `{args.baseline_root}` measured in the same run "
+            "(interleaved per key size). Cells: rate/s, p99 ms, server CPU µs per "
+            "operation.", "", head, "|" + "---|" * (head.count("|") - 1)]
+    keys = [("hs_1", "Handshakes, 1 client"), ("hs_n", f"Handshakes, {n} clients")]
+    for route, label in (("status", "POST /api/admin/status"), ("homedirs", "GET /api/homedirs")):
+        for token, tlabel in (("one", "one pre-signed token"), ("fresh", "fresh tokens")):
+            for conns in (1, n):
+                keys.append((f"{route}_{token}_{conns}", f"{label}, {tlabel}, {conns} client(s)"))
+    for key, label in keys:
+        cells = []
+        for b in bits:
+            old, new = before[b].get(key), after[b].get(key)
+            if not old or not new:
+                cells += ["", "", ""]
+                continue
+            cells += [f"{old['rate']:,.0f}/s, {old['p99']:.1f} ms, {old['server_us']:,.0f} µs",
+                      f"{new['rate']:,.0f}/s, {new['p99']:.1f} ms, {new['server_us']:,.0f} µs",
+                      f"{new['rate'] / old['rate']:.2f}"]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+_DETAIL = "  p50 / p99 ms; server CPU per op; other processes' CPU (cores)"
+
+
 def _pair_row(bits: list[int], res: dict[int, dict[str, Any]], key: str, label: str) -> str:
-    cells = [f"{res[b][key]['p50']:.2f} / {res[b][key]['p99']:.2f}" for b in bits]
+    cells = [f"{r['p50']:.2f} / {r['p99']:.2f}; {r['server_us']:,.0f} µs; "
+             f"{r['other_cpu']:.2f}" for r in (res[b][key] for b in bits)]
     if len(bits) == 2:
         cells.append("")
     return f"| {label} | " + " | ".join(cells) + " | |"
@@ -736,6 +791,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--client-procs", type=int, default=2, help="client processes")
     p.add_argument("--server-arg", action="append", default=[],
                    help="extra twistd sealskin argument (repeatable), e.g. --server-arg=--work-threads=2")
+    p.add_argument("--parts", default="hs,calls,probe",
+                   help="what to measure (default: %(default)s); only a full run writes the docs")
+    p.add_argument("--server-root", default=str(common.ROOT),
+                   help="source tree to run the server from (e.g. an export of an older "
+                   "commit, for before/after figures; default: this checkout)")
+    p.add_argument("--baseline-root", help="also measure handshakes and calls of the server "
+                   "in this tree (e.g. `git archive` of an older commit) and report before/after")
     p.add_argument("--no-write", action="store_true", help="print, do not touch docs/benchmarks.md")
     p.add_argument("--json", help="also dump raw results to this file")
     args = p.parse_args(argv)
@@ -743,21 +805,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = Bench(args)
     facts = common.machine_facts()
     key_bits = [int(b) for b in args.key_bits.split(",")]
-    rsa_ops = {b: rsa_threads(b) for b in key_bits}
+    rsa_ops = {b: rsa_threads(b) for b in key_bits} if "hs" in args.parts else {}
     res: dict[int, dict[str, Any]] = {}
+    before: dict[int, dict[str, Any]] = {}
+    parts = args.parts.split(",") + (["threads"] if "hs" in args.parts else [])
     with common.scratch_dir() as root:
         for bits in key_bits:
             bench.log(f"== {bits}-bit server key")
-            res[bits] = bench.run_key(bits, root)
+            res[bits] = bench.run_key(bits, root / f"rsa{bits}", args.server_root, parts)
+            if args.baseline_root:
+                bench.log(f"== {bits}-bit server key, baseline {args.baseline_root}")
+                before[bits] = bench.run_key(bits, root / f"base{bits}", args.baseline_root,
+                                             [p for p in ("hs", "calls") if p in parts])
     command = ".venv/bin/python bench/api_bench.py" + (
         " " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
-    text = report(args, facts, rsa_ops, res, bench.mint_ms, command, time.monotonic() - started)
-    print(text)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({str(k): {n: {x: y for x, y in v.items() if x != "latencies"}
                                 if isinstance(v, dict) else v for n, v in r.items()}
                        for k, r in res.items()}, f, indent=1, default=str)
+    if set(args.parts.split(",")) != {"hs", "calls", "probe"}:
+        return 0  # a partial run: the progress lines above are its result
+    text = report(args, facts, rsa_ops, res, bench.mint_ms, command, time.monotonic() - started)
+    if before:
+        text += "\n\n" + compare(args, before, res)
+    print(text)
     if not args.no_write:
         common.write_section("## API", text)
     return 0

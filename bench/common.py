@@ -54,8 +54,10 @@ class Server:
     """
 
     def __init__(self, data_dir: str | os.PathLike[str], *, args: Sequence[str] = (),
-                 twistd_args: Sequence[str] = (), start_seconds: float = 120.0) -> None:
+                 twistd_args: Sequence[str] = (), start_seconds: float = 120.0,
+                 source: str | os.PathLike[str] = ROOT) -> None:
         self.data_dir = Path(data_dir)
+        self.source = Path(source)  # the tree whose src/ and twisted/plugins/ are run
         self.args = list(args)  # after "sealskin"
         self.twistd_args = list(twistd_args)  # before it, e.g. --profile=... --profiler=cprofile
         self.start_seconds = start_seconds
@@ -80,10 +82,10 @@ class Server:
                "--api-endpoint", f"tcp:{self.api_port}:interface=127.0.0.1",
                "--session-endpoint", f"tcp:{self.session_port}:interface=127.0.0.1",
                "--host-url", "127.0.0.1", *self.args]
-        env = dict(os.environ, PYTHONPATH=f"{ROOT / 'src'}:{ROOT}")
+        env = dict(os.environ, PYTHONPATH=f"{self.source / 'src'}:{self.source}")
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
+            self.proc = subprocess.Popen(cmd, cwd=self.source, env=env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         finally:
             log.close()
@@ -138,6 +140,14 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def busy_cpu_seconds() -> float:
+    """CPU time the whole machine spent busy since boot (all cores; /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
 
 
 def rss_bytes(pid: int) -> dict[str, int]:

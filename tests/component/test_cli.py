@@ -53,3 +53,19 @@ async def test_cli_manages_users_groups_and_homes(server: Any, tmp_path: Path,
     await cli(config, "users", "remove", "zoe")
     assert await cli(config, "users", "list") == []
     capsys.readouterr()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_upload_stores_the_file_with_a_matching_hash(server: Any, tmp_path: Path,
+                                                               capsys: Any) -> None:
+    import hashlib
+    import os
+
+    config = write_config(server, tmp_path)
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
+    result = await cli(config, "upload", str(source), "--chunk-mib", "1")
+    assert result["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    stored = Path(server.paths.homes) / "admin" / "_sealskin_shared_files" / "data.bin"
+    assert stored.read_bytes() == source.read_bytes()
+    capsys.readouterr()

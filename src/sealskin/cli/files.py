@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.python import usage
 
+from sealskin.cli.options import Interspersed
 from sealskin.client import ApiClient
 
 MiB = 1024 * 1024
@@ -22,7 +23,7 @@ DEFAULT_CHUNK_BYTES = 8 * MiB
 SHARED_FILES = "_sealskin_shared_files"
 
 
-class UploadOptions(usage.Options):
+class UploadOptions(Interspersed):
     synopsis = "FILE [--home NAME] [--chunk-mib N]"
     optParameters = [
         ["home", None, SHARED_FILES, "Home directory to store into (its top directory); "

@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from sealskin.cli.apps import AppsOptions, StoresOptions, run_apps, run_stores
+from sealskin.cli.files import UploadOptions, run_upload, upload_file
 from sealskin.cli.options import Empty, Interspersed, Noun
 from sealskin.client import ApiCallError, ApiClient, ClientConfig
 
@@ -138,6 +139,7 @@ class Options(usage.Options):
         _sub("homes", _Homes, "manage home directories"),
         _sub("launch", _Launch, "start an app; prints its single-use URL"),
         _sub("sessions", _Sessions, "list or stop sessions"),
+        _sub("upload", UploadOptions, "upload FILE to your storage (chunked, encrypted)"),
         _sub("stores", StoresOptions, "manage app stores (admin)"),
         _sub("apps", AppsOptions, "available, installed, install, update, remove (admin)"),
     ]
@@ -243,8 +245,6 @@ async def _launch(c: ApiClient, o: usage.Options) -> tuple[Any, str]:
     if o["url"]:
         path, body["url"] = "/api/launch/url", o["url"]
     if o["file"]:
-        from sealskin.cli.files import upload_file
-
         upload_id, chunks, _ = await upload_file(c, o["file"])
         path = "/api/launch/file"
         body.update(filename=os.path.basename(o["file"]), upload_id=upload_id,
@@ -291,6 +291,8 @@ async def run(reactor: Any, opts: Options) -> Any:
         value, text = await _launch(client, sub)
     elif cmd == "sessions":
         value, text = await _sessions(client, verb, subsub)
+    elif cmd == "upload":
+        value, text = await run_upload(client, sub)
     elif cmd == "stores":
         value, text = await run_stores(client, verb, subsub)
     elif cmd == "apps":

@@ -1,16 +1,22 @@
 """The client JWT: RS256 over ``{"iat", "exp", "sub"}`` (upstream-protocol 3.1, 3.2).
 
-PyJWT checks the signature only; we check the claims ourselves against an injected
-``now`` so that tests can move time. Every failure raises TokenError with the same
-text: the API must not reveal why a token failed, nor whether its user exists.
+PyJWT parses the token and checks the signature; we check the claims ourselves against
+an injected ``now`` so that tests can move time. Every failure raises TokenError with the
+same text: the API must not reveal why a token failed, nor whether its user exists.
+
+The server parses each token once (:func:`parse`), reads ``sub`` to find the key, then
+checks the parsed token (:func:`check`): PyJWT's segment decoding is per-character
+Python, and parsing four times per request was a third of an encrypted call's CPU.
 """
 
 from __future__ import annotations
 
 import json
 
+import attrs
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from sealskin.crypto import TokenError
 
@@ -20,6 +26,21 @@ _MAX_TOKEN_CHARS = 8192  # an RS256 token of a 16384-bit key is about 3 KiB
 _REFUSED_HEADERS = frozenset({"crit", "b64"})  # no extensions, no unencoded payloads (RFC 7797)
 _MAX_TIME = 2.0**53  # claims beyond are nonsense and would overflow float arithmetic
 _JWS = jwt.PyJWS()
+_RS256 = RSAAlgorithm(RSAAlgorithm.SHA256)
+
+
+@attrs.frozen
+class Parsed:
+    """A token whose form, header and claims were read but whose signature is unchecked."""
+
+    signing_input: bytes
+    signature: bytes
+    claims: dict[str, object]
+
+    @property
+    def subject(self) -> str:
+        """``sub``, NOT verified: only to find whose key verifies the token."""
+        return _subject_of(self.claims)
 
 
 def mint(
@@ -31,10 +52,31 @@ def mint(
     return jwt.encode(claims, private_key, algorithm=ALGORITHM)
 
 
+def parse(token: str) -> Parsed:
+    """Reads a compact RS256 token without verifying it; TokenError if it is malformed.
+
+    Refuses other algorithms, ``crit`` and ``b64`` headers, non-object claims and a
+    missing or empty ``sub``.
+    """
+    _checked_size(token)
+    try:
+        signed = _JWS.decode_complete(token, options={"verify_signature": False})
+    except (jwt.PyJWTError, ValueError, TypeError):
+        raise TokenError(INVALID_TOKEN) from None
+    header = signed.get("header")
+    signature = signed.get("signature")
+    if (not isinstance(header, dict) or header.get("alg") != ALGORITHM
+            or not _REFUSED_HEADERS.isdisjoint(header) or not isinstance(signature, bytes)):
+        raise TokenError(INVALID_TOKEN)
+    parsed = Parsed(token.rsplit(".", 1)[0].encode("utf-8"), signature,
+                    _claims(_payload_bytes(signed)))
+    _subject_of(parsed.claims)
+    return parsed
+
+
 def subject(token: str) -> str:
     """The ``sub`` claim, read WITHOUT verifying: only to find whose key verifies the token."""
-    _checked_header(token)
-    return _subject_of(_claims(_unverified_payload(token)))
+    return parse(token).subject
 
 
 def verify(
@@ -45,17 +87,39 @@ def verify(
     leeway_seconds: int = 60,
     max_lifetime_seconds: int = 600,
 ) -> str:
-    """Verifies an RS256 token and returns its ``sub``.
+    """Verifies an RS256 token and returns its ``sub`` (see :func:`check`)."""
+    return check(parse(token), public_key, now=now, leeway_seconds=leeway_seconds,
+                 max_lifetime_seconds=max_lifetime_seconds)
+
+
+def check(
+    parsed: Parsed,
+    public_key: rsa.RSAPublicKey,
+    *,
+    now: float,
+    leeway_seconds: int = 60,
+    max_lifetime_seconds: int = 600,
+) -> str:
+    """Verifies a parsed token's signature and claims and returns its ``sub``.
 
     Requires ``sub`` and ``exp``; checks ``exp``, ``nbf`` and ``iat`` with ``leeway_seconds``
     of clock skew; refuses tokens meant to live longer than ``max_lifetime_seconds``.
     """
-    _checked_header(token)
     try:
-        signed = _JWS.decode_complete(token, public_key, algorithms=[ALGORITHM])
+        valid = _RS256.verify(parsed.signing_input, public_key, parsed.signature)
     except (jwt.PyJWTError, ValueError, TypeError):
-        raise TokenError(INVALID_TOKEN) from None
-    claims = _claims(_payload_bytes(signed))
+        valid = False
+    if not valid:
+        raise TokenError(INVALID_TOKEN)
+    return check_claims(parsed, now=now, leeway_seconds=leeway_seconds,
+                        max_lifetime_seconds=max_lifetime_seconds)
+
+
+def check_claims(parsed: Parsed, *, now: float, leeway_seconds: int = 60,
+                 max_lifetime_seconds: int = 600) -> str:
+    """The time and subject checks of :func:`check`, for a token whose signature was
+    already verified with its subject's current key. Returns ``sub``."""
+    claims = parsed.claims
     exp = _time_claim(claims, "exp")
     nbf = _time_claim(claims, "nbf")
     iat = _time_claim(claims, "iat")
@@ -73,23 +137,9 @@ def verify(
     return _subject_of(claims)
 
 
-def _checked_header(token: object) -> None:
+def _checked_size(token: object) -> None:
     if not isinstance(token, str) or len(token) > _MAX_TOKEN_CHARS or token.count(".") != 2:
         raise TokenError(INVALID_TOKEN)
-    try:
-        header = jwt.get_unverified_header(token)
-    except (jwt.PyJWTError, ValueError, TypeError):
-        raise TokenError(INVALID_TOKEN) from None
-    if header.get("alg") != ALGORITHM or not _REFUSED_HEADERS.isdisjoint(header):
-        raise TokenError(INVALID_TOKEN)
-
-
-def _unverified_payload(token: str) -> bytes:
-    try:
-        signed = _JWS.decode_complete(token, options={"verify_signature": False})
-    except (jwt.PyJWTError, ValueError, TypeError):
-        raise TokenError(INVALID_TOKEN) from None
-    return _payload_bytes(signed)
 
 
 def _payload_bytes(signed: dict[str, object]) -> bytes:

@@ -6,6 +6,7 @@ All principal reads go through an in-memory cache kept coherent by this class
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import attrs
@@ -24,6 +25,7 @@ log = Logger()
 
 BOOTSTRAP_ADMIN = "admin"
 NOT_AUTHENTICATED = "Invalid or expired token."
+VERIFIED_TOKENS_MAX = 1024
 
 
 def _generate_pair(bits: int) -> tuple[str, str]:
@@ -45,6 +47,11 @@ class Principals:
         self._cache: dict[str, Principal] | None = None
         self._groups: dict[str, Group] | None = None
         self._keys: dict[str, RSAPublicKey] = {}
+        # Tokens whose signature verified under their subject's current key. The extension
+        # mints a token per call, but calls in the same second carry the same bytes; the
+        # time claims are still checked on every use. Cleared with the other caches.
+        self._verified: OrderedDict[str, tokens.Parsed] = OrderedDict()
+        self._generation = 0
 
     # -- reads ---------------------------------------------------------------
 
@@ -62,6 +69,8 @@ class Principals:
         self._cache = None
         self._groups = None
         self._keys.clear()
+        self._verified.clear()
+        self._generation += 1
 
     async def get(self, username: str) -> Principal | None:
         return (await self._all()).get(username)
@@ -90,17 +99,32 @@ class Principals:
             raise ApiError(Kind.UNAUTHENTICATED, "Authorization header missing or invalid.")
         token = authorization[len("Bearer "):].strip()
         try:
-            parsed = tokens.parse(token)  # once: parsing is a good part of the cost
-            p = await self.get(parsed.subject)
-            if p is None:
-                raise TokenError(NOT_AUTHENTICATED)
-            tokens.check(parsed, self._public_key(p), now=self._clock.seconds(),
-                         leeway_seconds=self._leeway,
-                         max_lifetime_seconds=self._max_lifetime)
+            p = await self._verified_principal(token)
         except (TokenError, KeyFormatError):
             raise ApiError(Kind.UNAUTHENTICATED, NOT_AUTHENTICATED) from None
         if not p.is_admin and not (await self.effective(p)).active:
             raise ApiError(Kind.FORBIDDEN, "User account is inactive.")
+        return p
+
+    async def _verified_principal(self, token: str) -> Principal:
+        """Raises TokenError or KeyFormatError; parses and verifies each token once."""
+        known = self._verified.get(token)
+        generation = self._generation
+        parsed = known if known is not None else tokens.parse(token)
+        p = await self.get(parsed.subject)
+        if p is None:
+            raise TokenError(NOT_AUTHENTICATED)
+        now = self._clock.seconds()
+        if known is not None and generation == self._generation:
+            tokens.check_claims(parsed, now=now, leeway_seconds=self._leeway,
+                                max_lifetime_seconds=self._max_lifetime)
+            return p
+        tokens.check(parsed, self._public_key(p), now=now, leeway_seconds=self._leeway,
+                     max_lifetime_seconds=self._max_lifetime)
+        if generation == self._generation:  # no key changed while we looked the user up
+            self._verified[token] = parsed
+            if len(self._verified) > VERIFIED_TOKENS_MAX:
+                self._verified.popitem(last=False)
         return p
 
     def _public_key(self, p: Principal) -> RSAPublicKey:

@@ -1,0 +1,116 @@
+"""Files reach the container: send_file into a running session and launch/file with
+SEALSKIN_FILE, checked from inside through the probe behind the session proxy."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import pytest_twisted
+
+from independent_client import Client
+from server_harness import admin_client, start_server
+import session_http
+
+pytestmark = pytest.mark.docker
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = "sealskin/probe:latest"
+
+
+@pytest.fixture(scope="session")
+def probe_image(docker_client: docker.DockerClient) -> str:
+    subprocess.run([str(ROOT / "images" / "build.sh"), "probe"], check=True)
+    return PROBE
+
+
+@pytest_twisted.async_yield_fixture
+async def live(tmp_path: Path, run_label: str, probe_image: str) -> AsyncIterator[Any]:
+    svc = await start_server(str(tmp_path / "data"), **{
+        "server-id": run_label, "launch-timeout-seconds": "30"})
+    yield svc
+    await svc.stop()
+
+
+async def install_probe(admin: Client) -> str:
+    app = await admin.ok("POST", "/api/admin/apps/installed", {
+        "name": "Probe", "users": ["all"], "groups": [], "home_directories": True,
+        "app_template": "Default", "pull_policy": "never",
+        "provider_config": {"image": PROBE, "port": 3000}})
+    return str(app["id"])
+
+
+async def upload(c: Client, data: bytes, filename: str) -> tuple[str, int]:
+    uid = (await c.ok("POST", "/api/upload/initiate",
+                      {"filename": filename, "total_size": len(data)}))["upload_id"]
+    count = 0
+    for i in range(0, len(data), 64 * 1024):
+        await c.ok("POST", "/api/upload/chunk", {
+            "upload_id": uid, "chunk_index": count,
+            "chunk_data_b64": base64.b64encode(data[i:i + 64 * 1024]).decode()})
+        count += 1
+    return uid, count
+
+
+async def inside(svc: Any, cookie: str, sid: str, what: str) -> Any:
+    code, _, raw = await session_http.https(*session_http.for_server(svc), "GET",
+                                            f"/{sid}/{what}", {"Cookie": cookie}, None)
+    assert code == 200, (code, raw)
+    return json.loads(raw)
+
+
+def names(listing: Any) -> dict[str, int]:
+    return {e["name"]: e["size"] for e in listing["entries"]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_send_file_is_visible_in_an_ephemeral_session(live: Any) -> None:
+    admin = admin_client(live)
+    app_id = await install_probe(admin)
+    launched = await admin.ok("POST", "/api/launch/simple", {"application_id": app_id})
+    sid = launched["session_id"]
+    cookie = await session_http.redeem(*session_http.for_server(live), launched["session_url"])
+    data = os.urandom(200_000)
+    uid, count = await upload(admin, data, "notes.txt")
+    r = await admin.ok("POST", f"/api/sessions/{sid}/send_file",
+                       {"filename": "notes.txt", "upload_id": uid, "total_chunks": count})
+    assert r["status"] == "success" and r["sha256"] == hashlib.sha256(data).hexdigest()
+    listing = await inside(live, cookie, sid, "files?path=Desktop/files")
+    assert names(listing) == {"notes.txt": 200_000}
+    uid, count = await upload(admin, b"second", "notes.txt")
+    await admin.ok("POST", f"/api/sessions/{sid}/send_file",
+                   {"filename": "notes.txt", "upload_id": uid, "total_chunks": count})
+    listing = await inside(live, cookie, sid, "files?path=Desktop/files")
+    assert names(listing) == {"notes.txt": 200_000, "notes-1.txt": 6}
+    other = await admin.call("POST", f"/api/sessions/{'0' * 8}-0000-4000-8000-{'0' * 12}"
+                             "/send_file", {"filename": "x", "upload_id": uid, "total_chunks": 1})
+    assert other.status == 404
+    await admin.ok("DELETE", f"/api/sessions/{sid}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_launch_file_places_the_file_and_sets_sealskin_file(live: Any) -> None:
+    admin = admin_client(live)
+    app_id = await install_probe(admin)
+    data = b"open me" * 1000
+    uid, count = await upload(admin, data, "doc.odt")
+    launched = await admin.ok("POST", "/api/launch/file", {
+        "application_id": app_id, "filename": "doc.odt", "upload_id": uid,
+        "total_chunks": count, "open_file_on_launch": True, "home_name": None})
+    sid = launched["session_id"]
+    assert launched["sha256"] == hashlib.sha256(data).hexdigest()
+    cookie = await session_http.redeem(*session_http.for_server(live), launched["session_url"])
+    env = await inside(live, cookie, sid, "env")
+    assert env["SEALSKIN_FILE"] == "/config/Desktop/files/doc.odt"
+    assert names(await inside(live, cookie, sid, "files?path=Desktop/files")) == {
+        "doc.odt": len(data)}
+    listed = await admin.ok("GET", "/api/sessions")
+    assert listed[0]["launch_context"] == {"type": "file", "value": "doc.odt"}
+    await admin.ok("DELETE", f"/api/sessions/{sid}")
