@@ -9,14 +9,14 @@ prefix is allowed) of a PNG, JPEG, SVG or WebP image, written atomically to
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import re
 
 import attrs
 
 from sealskin.blocking import Pool
+from sealskin.crypto import CryptoError
+from sealskin.crypto.envelope import b64decode_strict
 from sealskin.errors import ApiError, Kind
 from sealskin.model import InstalledApp
 
@@ -56,8 +56,8 @@ def decode_logo(logo: str, *, max_bytes: int = MAX_ICON_BYTES) -> bytes:
     if len(text) > (max_bytes * 4) // 3 + 4:
         raise ApiError(Kind.TOO_LARGE, f"'logo' is larger than {max_bytes} bytes.")
     try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+        data = b64decode_strict(text)
+    except CryptoError:
         data = b""
     if image_kind(data) is None:
         raise ApiError(Kind.INVALID, "'logo' must be an http(s) URL, /api/app_icon/<id>, or "

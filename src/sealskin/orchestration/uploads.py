@@ -10,9 +10,7 @@ bytes received never exceed the declared ``total_size`` (upstream-protocol 4.6,
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import binascii
 import hashlib
 import os
 import re
@@ -25,6 +23,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from sealskin.blocking import Pool
+from sealskin.crypto import CryptoError
+from sealskin.crypto.envelope import b64decode_strict
 from sealskin.errors import ApiError, Kind
 from sealskin.model import Upload
 from sealskin.orchestration import paths
@@ -69,8 +69,8 @@ def expected_chunk_bytes(total_size: int, chunk_size: int, index: int) -> int:
 def _thd_decode(text: str) -> bytes:
     """Strict base64 (INVALID, never 400: upstream R9)."""
     try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+        return b64decode_strict(text)
+    except CryptoError:
         raise ApiError(Kind.INVALID, "'chunk_data_b64' is not valid base64.") from None
 
 

@@ -83,7 +83,7 @@ class HttpLimits:
 
     connect_timeout_seconds: float = 10.0
     response_timeout_seconds: float = 120.0
-    max_idle_per_upstream: int = 8
+    max_idle_per_upstream: int = 64
     idle_connection_seconds: float = 120.0
 
 
