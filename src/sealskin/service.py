@@ -55,7 +55,8 @@ from sealskin.orchestration.updates import AfterFirstInterval, Updates
 from sealskin.providers.docker import DockerProvider
 from sealskin.providers.readiness import HttpReadiness
 from sealskin.proxy import tls
-from sealskin.proxy.http import StreamingRequest
+from sealskin.proxy.http import HttpLimits, StreamingRequest
+from sealskin.proxy.ws import WsLimits
 from sealskin.proxy.site import build_root, build_site
 from sealskin.store import sqlite
 
@@ -285,8 +286,14 @@ class SealskinService(Service):
         return site
 
     def _tls_root(self) -> IResource:
-        self.proxy_root = build_root(api=self.api, directory=self.sessions,
-                                     reactor=self.reactor, children={b"public": self.public})
+        cfg = self.cfg
+        self.proxy_root = build_root(
+            api=self.api, directory=self.sessions, reactor=self.reactor,
+            children={b"public": self.public},
+            http_limits=HttpLimits(response_timeout_seconds=cfg.proxy_timeout_seconds),
+            ws_limits=WsLimits(auto_ping_interval_seconds=cfg.ws_ping_seconds,
+                               max_message_bytes=cfg.ws_max_message_bytes,
+                               max_frame_bytes=min(cfg.ws_max_message_bytes, 16 * 1024 * 1024)))
         return self.proxy_root
 
     async def start(self) -> None:
@@ -325,7 +332,7 @@ class SealskinService(Service):
 
     async def _listen_tls(self) -> IListeningPort:
         ctx = tls.server_context_factory(self.tls_cert, self.tls_key)
-        site = build_site(self._tls_root())
+        site = build_site(self._tls_root(), access_log=self.cfg.proxy_access_log)
         site.requestFactory = self._request_factory(StreamingRequest)
         desc = self.cfg.session_endpoint or f"tcp:{self.cfg.session_port}"
         ep = endpoints.serverFromString(self.reactor, desc)

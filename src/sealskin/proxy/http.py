@@ -132,6 +132,10 @@ class StreamingRequest(LimitedRequest):
 
     _sink: BodySink | None = None
 
+    def __init__(self, channel: object, queued: object = None) -> None:
+        super().__init__(channel, queued)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+        _no_delay(channel)
+
     def gotLength(self, length: int | None) -> None:
         router: EarlyBodyRouter | None = getattr(getattr(self.channel, "site", None), "early_body_router", None)
         method = getattr(self.channel, "_command", None)
@@ -161,6 +165,25 @@ class StreamingRequest(LimitedRequest):
         self.postpath = []
         if not self._sink.body_complete():
             super().process()  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+
+
+def _no_delay(channel: object) -> None:
+    """Turns Nagle's algorithm off on a client connection, once per connection.
+
+    A proxied response often leaves in two writes from two reactor turns (head and body, then
+    the end of the body); with Nagle on, the second waits for the client's delayed ACK (up to
+    40 ms on Linux) while the client waits for the whole response. A TLS transport passes the
+    call on to its TCP transport.
+    """
+    if getattr(channel, "_sealskin_no_delay", False):
+        return
+    setattr(channel, "_sealskin_no_delay", True)
+    set_no_delay = getattr(getattr(channel, "transport", None), "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        try:
+            set_no_delay(True)
+        except OSError:  # a closing socket
+            pass
 
 
 def _pause_reading(request: server.Request) -> None:

@@ -131,6 +131,12 @@ class AppSide(WebSocketClientProtocol):
         super().__init__()
         self.opened: Deferred[None] = Deferred()
 
+    def connectionMade(self) -> None:
+        # Messages are relayed as they come: Nagle would hold small ones for the app's ACK.
+        if self.transport is not None:
+            self.transport.setTcpNoDelay(True)  # type: ignore[attr-defined]  # a TCP transport
+        super().connectionMade()
+
     def onOpen(self) -> None:
         self.opened.callback(None)
 
