@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -73,7 +74,7 @@ def distinct_claims(count: int, worker: int, workers: int, now: int) -> list[tup
     second are byte-identical; varying iat and exp inside the accepted window (iat not in
     the future, exp - iat <= 600, exp well ahead) makes every call's token unique.
     """
-    pairs = []
+    pairs: list[tuple[int, int]] = []
     k = worker
     while len(pairs) < count:
         iat = now - (k % 500)
@@ -586,8 +587,9 @@ class Bench:
         self.log(" ".join(parts))
 
 
-def rsa_threads(bits: int, seconds: float = 1.0) -> tuple[float, float]:
-    """RSA private operations (PSS sign + OAEP decrypt) per second on 1 and 2 threads.
+def rsa_threads(bits: int, seconds: float = 1.0) -> tuple[float, float, float]:
+    """RSA private operations (PSS sign + OAEP decrypt) per second on 1 and 2 threads, and
+    the cores other processes used meanwhile.
 
     If ``cryptography`` held the GIL during them, two threads would do no more than one.
     """
@@ -657,7 +659,7 @@ def report(args: argparse.Namespace, facts: dict[str, str],
                 elif conns == n:
                     target = "p99 < 20 ms"
                 row(f"{label}, {tlabel}, {conns} client(s): calls/s",
-                    lambda r, k=key: r[k]["rate"], target=target)
+                    functools.partial(_rate_of, key), target=target)
                 rows.append(_pair_row(bits, res, key, _DETAIL))
     for name, label in (("404", "plaintext 404"), ("status", "encrypted status")):
         rows.append(_probe_row(bits, res, "probe_idle", name, f"Probe {label}, idle: p50 / p99 ms"))
@@ -824,6 +826,11 @@ def compare(args: argparse.Namespace, before: dict[int, dict[str, Any]],
              f"{old_auth['fresh']:.0f} → {new_auth['fresh']:.0f} µs, the same token again "
              f"{old_auth['one']:.0f} → {new_auth['one']:.0f} µs."]
     return "\n".join(rows)
+
+
+def _rate_of(key: str, r: dict[str, Any]) -> float:
+    rate: float = r[key]["rate"]
+    return rate
 
 
 _DETAIL = "  p50 / p99 ms; server CPU per op; other processes' CPU (cores)"

@@ -45,6 +45,7 @@ from sealskin.orchestration.catalogue import Catalogue
 from sealskin.orchestration.fetch import Fetcher
 from sealskin.orchestration.icons import Icons
 from sealskin.orchestration.launching import ContainerDefaults, Planner
+from sealskin.orchestration.ownership import AppUser
 from sealskin.orchestration.homes import Homes
 from sealskin.orchestration.host import HostFacts
 from sealskin.orchestration.principals import Principals
@@ -148,7 +149,8 @@ class SealskinService(Service):
         self.principals = Principals(self.store, reactor, self.work,
                                      leeway_seconds=cfg.jwt_leeway_seconds,
                                      max_lifetime_seconds=cfg.jwt_max_lifetime_seconds)
-        self.homes = Homes(self.store, reactor, self.work, self.paths.homes)
+        self.app_user = AppUser(cfg.puid, cfg.pgid)
+        self.homes = Homes(self.store, reactor, self.work, self.paths.homes, self.app_user)
         self.docker_pool = Pool(reactor, "sealskin-docker", cfg.docker_threads)
         self.stream_pool = Pool(reactor, "sealskin-docker-stream", 4)
         self.provider = DockerProvider(reactor, server_id=self._server_id(),
@@ -223,7 +225,8 @@ class SealskinService(Service):
                           UploadLimits(max_total_bytes=cfg.max_upload_bytes,
                                        max_chunk_bytes=cfg.max_chunk_bytes,
                                        per_user=cfg.uploads_per_user,
-                                       ttl_seconds=cfg.upload_ttl_seconds))
+                                       ttl_seconds=cfg.upload_ttl_seconds),
+                          self.app_user)
         shares = Shares(os.path.join(self.paths.internal, "shares"), reactor, self.work,
                         ShareLimits(per_user=cfg.shares_per_user, max_bytes=cfg.max_share_bytes,
                                     password_attempts=cfg.share_password_attempts,
@@ -240,7 +243,7 @@ class SealskinService(Service):
                           usage_cache_seconds=cfg.storage_usage_cache_seconds)
         return FileHandlers(FileDeps(
             principals=self.principals, storage=storage, uploads=uploads,
-            files=Files(reactor, self.work), shares=shares, sessions=self.sessions,
+            files=Files(reactor, self.work, owner=self.app_user), shares=shares, sessions=self.sessions,
             launcher=SessionHandlers(self.sessions, planner, self.principals,
                                      default_limit=cfg.default_session_limit),
             work=self.work, ephemeral_root=self.paths.ephemeral))

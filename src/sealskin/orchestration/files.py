@@ -23,6 +23,7 @@ from sealskin.errors import ApiError, Kind
 from sealskin.model import Principal, UserSettings
 from sealskin.orchestration import paths
 from sealskin.orchestration.homes import Homes
+from sealskin.orchestration.ownership import AppUser
 from sealskin.orchestration.principals import Principals
 
 log = Logger()
@@ -133,12 +134,13 @@ def _thd_read_chunk(root: str, parts: Sequence[str], index: int) -> bytes:
         os.close(fd)
 
 
-def _thd_mkdir(root: str, parts: Sequence[str], name: str) -> None:
+def _thd_mkdir(root: str, parts: Sequence[str], name: str, owner: AppUser) -> None:
     with paths.opened_dir(root, parts) as dfd:
         try:
             os.mkdir(name, 0o755, dir_fd=dfd)
         except FileExistsError:
             raise ApiError(Kind.CONFLICT, f"Folder '{name}' already exists.") from None
+        owner.give(name, dir_fd=dfd)
 
 
 def _thd_delete(root: str, parts: Sequence[str]) -> None:
@@ -166,7 +168,9 @@ class Files:
     """List, download, create and delete inside a confined root."""
 
     def __init__(self, clock: IReactorTime, work: Pool, *, max_tasks: int = 1000,
-                 tasks_per_user: int = 20, task_ttl_seconds: float = 3600.0) -> None:
+                 tasks_per_user: int = 20, task_ttl_seconds: float = 3600.0,
+                 owner: AppUser = AppUser()) -> None:
+        self._owner = owner
         self._clock = clock
         self._work = work
         self._tasks: dict[str, DeleteTask] = {}
@@ -182,7 +186,7 @@ class Files:
         return await self._work.run(_thd_read_chunk, root, parts, index)
 
     async def create_folder(self, root: str, parts: Sequence[str], name: str) -> None:
-        await self._work.run(_thd_mkdir, root, parts, name)
+        await self._work.run(_thd_mkdir, root, parts, name, self._owner)
 
     def start_delete(self, username: str, root: str,
                      targets: Sequence[tuple[str, ...]]) -> DeleteTask:

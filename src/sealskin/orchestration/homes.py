@@ -16,14 +16,16 @@ from twisted.internet.interfaces import IReactorTime
 from sealskin.blocking import Pool
 from sealskin.errors import ApiError, Kind
 from sealskin.model import HomeDir
+from sealskin.orchestration.ownership import AppUser
 from sealskin.store import Conflict, Missing, Store
 
 SHARED_FILES = "_sealskin_shared_files"
 EPHEMERAL = "cleanroom"
 
 
-def _thd_make_home(path: str) -> None:
-    os.makedirs(os.path.join(path, "Desktop", "files"), mode=0o755, exist_ok=True)
+def _thd_make_home(path: str, owner: AppUser) -> None:
+    owner.make_dirs(os.path.join(path, "Desktop", "files"))
+    owner.give(path)  # also when it already existed (made by an older version as root)
 
 
 def _thd_remove_tree(path: str) -> None:
@@ -31,8 +33,10 @@ def _thd_remove_tree(path: str) -> None:
 
 
 class Homes:
-    def __init__(self, store: Store, clock: IReactorTime, work: Pool, root: str) -> None:
+    def __init__(self, store: Store, clock: IReactorTime, work: Pool, root: str,
+                 owner: AppUser = AppUser()) -> None:
         self._store = store
+        self._owner = owner
         self._clock = clock
         self._work = work
         self.root = root
@@ -68,7 +72,7 @@ class Homes:
                 return
             raise ApiError(Kind.CONFLICT, f"Home directory '{name}' already exists.") from None
         try:
-            await self._work.run(_thd_make_home, self.path(username, name))
+            await self._work.run(_thd_make_home, self.path(username, name), self._owner)
         except OSError:
             await self._store.remove_home(username, name, actor=actor)
             raise ApiError(Kind.INTERNAL, "internal error") from None

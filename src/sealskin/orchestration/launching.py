@@ -20,6 +20,7 @@ from sealskin.blocking import Pool
 from sealskin.errors import ApiError, Kind
 from sealskin.model import InstalledApp, Principal, UserSettings
 from sealskin.orchestration.homes import EPHEMERAL, SHARED_FILES, Homes
+from sealskin.orchestration.ownership import AppUser
 from sealskin.providers import GpuDevice, GpuRequest, LaunchSpec, Mount
 from sealskin.providers.overrides import filter_overrides
 from sealskin.store import Store
@@ -65,9 +66,8 @@ class ContainerDefaults:
     allow_dangerous: bool = False
 
 
-def _thd_make_dirs(*paths: str) -> None:
-    for path in paths:
-        os.makedirs(path, mode=0o755, exist_ok=True)
+def _thd_make_dirs(owner: AppUser, *paths: str) -> None:
+    owner.make_dirs(*paths)
 
 
 def _thd_remove(path: str) -> None:
@@ -154,7 +154,8 @@ class Planner:
         if not persistent or home_name is None:
             root = os.path.join(self._ephemeral_root, sid)
             home, shared = os.path.join(root, "home"), os.path.join(root, "files")
-            await self._work.run(_thd_make_dirs, home, shared)
+            owner = AppUser(self._defaults.puid, self._defaults.pgid)
+            await self._work.run(_thd_make_dirs, owner, home, shared)
             return home, shared, True
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", home_name) or home_name == SHARED_FILES:
             raise ApiError(Kind.INVALID, "'home_name' must name one of your home directories.")

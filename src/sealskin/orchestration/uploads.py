@@ -28,6 +28,7 @@ from sealskin.crypto.envelope import b64decode_strict
 from sealskin.errors import ApiError, Kind
 from sealskin.model import Upload
 from sealskin.orchestration import paths
+from sealskin.orchestration.ownership import AppUser
 from sealskin.store import Missing, Store
 
 log = Logger()
@@ -120,7 +121,7 @@ def _unique_link(dfd: int, tmp: str, filename: str) -> str:
 
 
 def _thd_assemble(staging: str, count: int, root: str, parts: Sequence[str],
-                  filename: str) -> Assembled:
+                  filename: str, owner: AppUser) -> Assembled:
     """Streams chunks into a temporary file beside the destination, then links it in.
 
     Never holds more than COPY_BYTES in memory; nothing is left at the
@@ -132,6 +133,7 @@ def _thd_assemble(staging: str, count: int, root: str, parts: Sequence[str],
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o644, dir_fd=dfd)
         try:
+            owner.give_fd(fd)
             with os.fdopen(fd, "wb") as out:
                 for index in range(count):
                     with open(os.path.join(staging, f"chunk_{index}"), "rb") as chunk:
@@ -157,7 +159,8 @@ class Destination:
 
 class Uploads:
     def __init__(self, store: Store, clock: IReactorTime, work: Pool, root: str,
-                 limits: UploadLimits) -> None:
+                 limits: UploadLimits, owner: AppUser = AppUser()) -> None:
+        self._owner = owner
         self._store = store
         self._clock = clock
         self._work = work
@@ -270,7 +273,7 @@ class Uploads:
         self._busy.add(u.id)
         try:
             done = await self._work.run(_thd_assemble, self._staging(u.id), count, dest.root,
-                                        dest.parts, dest.filename)
+                                        dest.parts, dest.filename, self._owner)
         finally:
             self._busy.discard(u.id)
         await self.discard(u)
