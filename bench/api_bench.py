@@ -800,8 +800,9 @@ def compare(args: argparse.Namespace, before: dict[int, dict[str, Any]],
     n = args.concurrency
     head = "| Measure | " + " | ".join(
         f"{b}-bit before | {b}-bit after | ×" for b in bits) + " |"
-    rows = [f"Before/after, baseline tree `{args.baseline_root}` measured in the same run "
-            "(interleaved per key size). Cells: rate/s, p99 ms, server CPU µs per "
+    label = f" ({args.baseline_label})" if args.baseline_label else ""
+    rows = [f"Before/after, baseline tree `{args.baseline_root}`{label} measured in the same "
+            "run (interleaved per key size). Cells: rate/s, p99 ms, server CPU µs per "
             "operation.", "", head, "|" + "---|" * (head.count("|") - 1)]
     keys = [("hs_1", "Handshakes, 1 client"), ("hs_n", f"Handshakes, {n} clients")]
     for route, label in (("status", "POST /api/admin/status"), ("homedirs", "GET /api/homedirs")):
@@ -870,6 +871,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "commit, for before/after figures; default: this checkout)")
     p.add_argument("--baseline-root", help="also measure handshakes and calls of the server "
                    "in this tree (e.g. `git archive` of an older commit) and report before/after")
+    p.add_argument("--baseline-label", help="what the baseline tree is, for the report")
     p.add_argument("--no-write", action="store_true", help="print, do not touch docs/benchmarks.md")
     p.add_argument("--json", help="also dump raw results to this file")
     args = p.parse_args(argv)

@@ -150,3 +150,25 @@ async def test_admin_changes_are_audited(admin: Client, server: Any) -> None:
         a[0] == "admin" and a[2] == "gina" and "create" in a[1] for a in actions)
     assert any(a[0] == "admin" and a[2] == "gina" and ("remove" in a[1] or "delete" in a[1])
                for a in actions)
+
+
+@pytest_twisted.ensureDeferred
+async def test_groups_none_is_reserved_and_a_group_with_members_stays(admin: Client) -> None:
+    assert (await admin.call("POST", "/api/admin/groups", {"name": "none"})).status == 422
+    await admin.ok("POST", "/api/admin/groups", {"name": "crew", "settings": {
+        "session_limit": 2, "gpu": False}})
+    await admin.ok("POST", "/api/admin/users", {"username": "ivy", "settings": {"group": "crew"}})
+    r = await admin.call("DELETE", "/api/admin/groups/crew")
+    assert r.status == 409 and "ivy" in r.detail
+    # an update merges like a user's: unnamed settings keep their values
+    g = await admin.ok("PUT", "/api/admin/groups/crew", {"settings": {"gpu": True}})
+    assert g["settings"]["session_limit"] == 2 and g["settings"]["gpu"] is True
+    await admin.ok("PUT", "/api/admin/users/ivy", {"settings": {"group": "none"}})
+    assert (await admin.call("DELETE", "/api/admin/groups/crew")).status == 204
+
+
+@pytest_twisted.ensureDeferred
+async def test_shared_files_home_cannot_be_deleted(admin: Client) -> None:
+    assert "_sealskin_shared_files" in (await admin.ok("GET", "/api/homedirs"))["home_dirs"]
+    r = await admin.call("DELETE", "/api/homedirs/_sealskin_shared_files")
+    assert r.status == 403

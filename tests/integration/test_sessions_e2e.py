@@ -197,3 +197,25 @@ async def test_cli_installs_launches_lists_and_stops(live: Any, tmp_path: Path,
     assert await cli("sessions", "list") == []
     await cli("apps", "remove", app["id"])
     capsys.readouterr()
+
+
+@pytest_twisted.ensureDeferred
+async def test_deactivating_or_removing_a_user_ends_their_sessions(live: Any,
+                                                                   docker_client: Any) -> None:
+    admin = admin_client(live)
+    app_id = await install_probe(admin)
+    for change in ("deactivate", "remove"):
+        made = await admin.ok("POST", "/api/admin/users", {"username": f"u{change}",
+                                                          "settings": {}})
+        user = Client(admin.base, {**admin.config, "username": f"u{change}",
+                                   "private_key": made["private_key"]})
+        launched = await user.ok("POST", "/api/launch/simple", {"application_id": app_id})
+        sid = launched["session_id"]
+        cookie = await open_session(live, launched["session_url"])
+        if change == "deactivate":
+            await admin.ok("PUT", f"/api/admin/users/u{change}", {"settings": {"active": False}})
+        else:
+            assert (await admin.call("DELETE", f"/api/admin/users/u{change}")).status == 204
+        assert containers(docker_client, sid) == []
+        code, _, _ = await https(live, "GET", f"/{sid}/", {"Cookie": cookie})
+        assert code in (401, 403, 404)

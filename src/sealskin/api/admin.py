@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import attrs
 
 from sealskin.api import wire
 from sealskin.api.edge import Call
+from sealskin.errors import ApiError, Kind
 from sealskin.model import Group, UserSettings
 from sealskin.orchestration.homes import Homes
 from sealskin.orchestration.host import HostFacts
@@ -14,7 +17,9 @@ from sealskin.orchestration.principals import Principals
 
 class AdminHandlers:
     def __init__(self, principals: Principals, homes: Homes, host: HostFacts, *,
-                 server_public_key: str, api_port: int, session_port: int) -> None:
+                 server_public_key: str, api_port: int, session_port: int,
+                 end_sessions: Callable[[str], Awaitable[int]]) -> None:
+        self._end_sessions = end_sessions
         self._principals = principals
         self._homes = homes
         self._host = host
@@ -80,6 +85,8 @@ class AdminHandlers:
         if settings.group != "none":
             await self._require_group(settings.group)
         p = await self._principals.set_settings(call.caller.username, username, settings)
+        if not (await self._principals.effective(p)).active:
+            await self._end_sessions(username)  # a deactivated user keeps no session
         return wire.user(p)
 
     async def delete_user(self, call: Call, username: str) -> None:
@@ -91,10 +98,13 @@ class AdminHandlers:
     async def _delete(self, call: Call, username: str, *, is_admin: bool) -> None:
         wire.name(username, "username")
         await self._principals.remove(call.caller.username, username, is_admin=is_admin)
+        await self._end_sessions(username)
         await self._homes.remove_all(username)
 
     async def create_group(self, call: Call) -> wire.Json:
         name = wire.name(call.body.get("name"), "name")
+        if name == "none":
+            raise wire.invalid("'none' is reserved: it means no group.")
         settings = wire.settings(call.body.get("settings"))
         group = await self._principals.add_group(call.caller.username,
                                                  Group(name, _no_group(settings)))
@@ -102,13 +112,20 @@ class AdminHandlers:
 
     async def update_group(self, call: Call, group_name: str) -> wire.Json:
         wire.name(group_name, "group_name")
-        settings = wire.settings(wire.mapping(call.body, "settings", optional=False))
+        current = {g.name: g for g in await self._principals.groups()}.get(group_name)
+        settings = wire.settings(wire.mapping(call.body, "settings", optional=False),
+                                 base=current.settings if current else None)
         group = await self._principals.set_group(call.caller.username,
                                                  Group(group_name, _no_group(settings)))
         return wire.group(group)
 
     async def delete_group(self, call: Call, group_name: str) -> None:
         wire.name(group_name, "group_name")
+        members = [p.username for p in await self._principals.everyone()
+                   if p.settings is not None and p.settings.group == group_name]
+        if members:
+            raise ApiError(Kind.CONFLICT, f"Group '{group_name}' still has members "
+                           f"({', '.join(members[:5])}); move them first.")
         await self._principals.remove_group(call.caller.username, group_name)
 
 

@@ -78,6 +78,8 @@ class Homes:
             raise ApiError(Kind.INTERNAL, "internal error") from None
 
     async def remove(self, actor: str, username: str, name: str) -> None:
+        if name == SHARED_FILES:
+            raise ApiError(Kind.FORBIDDEN, "The shared-files home cannot be deleted.")
         try:
             await self._store.remove_home(username, name, actor=actor)
         except Missing:

@@ -245,6 +245,13 @@ class Sessions:
             raise ApiError(Kind.NOT_FOUND, NOT_FOUND)
         await shielded(self.ops.run(self._end(session_id, "stopped")))
 
+    async def end_all_of(self, username: str) -> int:
+        """Ends every session of ``username`` (removed or deactivated); returns how many."""
+        mine = [sid for sid, live in self._live.items() if live.record.username == username]
+        for sid in mine:
+            await shielded(self.ops.run(self._end(sid, "account removed or deactivated")))
+        return len(mine)
+
     async def _end(self, session_id: str, reason: str) -> None:
         live = self._live.pop(session_id, None)
         if live is None:
