@@ -120,7 +120,7 @@ class Client:
                                     headers={k: [v] for k, v in h.items()})
         raw = await treq.content(r)
         value: Any = None
-        if r.code == 200 and raw:
+        if r.code == 200 and raw and session:
             value = self.open(raw)
         elif raw:
             try:

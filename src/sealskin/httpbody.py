@@ -13,6 +13,8 @@ from twisted.web.server import Request
 
 __all__ = ["LimitedRequest", "limited_request_factory"]
 
+_TOO_LARGE = b'{"detail": "Request body too large."}'
+
 
 class LimitedRequest(Request):
     """A Request that stops storing its body past a size limit (answered 413 later).
@@ -34,7 +36,19 @@ class LimitedRequest(Request):
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self._limit():
             self.body_too_large = True
+            self._refuse_now()
         super().gotLength(None if self.body_too_large else length)
+
+    def _refuse_now(self) -> None:
+        """A declared length over the limit is answered at once, before the body
+        (a client waiting for ``100 Continue`` or sending slowly is not kept hanging)."""
+        transport = getattr(self.channel, "transport", None)
+        if transport is None:
+            return
+        transport.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\n"
+                        b"cache-control: no-store\r\nconnection: close\r\ncontent-length: %d"
+                        b"\r\n\r\n%s" % (len(_TOO_LARGE), _TOO_LARGE))
+        transport.loseConnection()
 
     def handleContentChunk(self, data: bytes) -> None:
         self._received += len(data)

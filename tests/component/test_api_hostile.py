@@ -182,3 +182,47 @@ async def test_handshake_garbage_is_400(admin: Client) -> None:
 async def test_unknown_route_is_json_404(admin: Client) -> None:
     r = await admin.raw("GET", "/api/nope", session=False, token=None)
     assert r.status == 404 and isinstance(r.detail, str)
+
+
+@pytest_twisted.ensureDeferred
+async def test_declared_oversized_length_is_refused_before_the_body(server: Any) -> None:
+    """The server answers 413 at once; it does not wait for a body that may never come."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.protocol import Protocol
+    from twisted.internet.defer import Deferred
+
+    class Collect(Protocol):
+        def __init__(self) -> None:
+            self.data, self.done = b"", Deferred()
+
+        def dataReceived(self, data: bytes) -> None:
+            self.data += data
+
+        def connectionLost(self, reason: Any) -> None:
+            self.done.callback(self.data)
+
+    proto = Collect()
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.api_port), proto)
+    proto.transport.write(b"POST /api/admin/users HTTP/1.1\r\nHost: x\r\n"
+                          b"Content-Type: application/json\r\nContent-Length: 50000000\r\n\r\nx")
+    answer = await proto.done.addTimeout(5, reactor)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["detail"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_rate_limited_handshakes_get_429_with_its_reason(tmp_path: Any) -> None:
+    from server_harness import start_server
+
+    svc = await start_server(str(tmp_path / "d"), **{"handshake-rate": "0.001",
+                                                     "handshake-burst": "2"})
+    try:
+        client = Client(f"http://127.0.0.1:{svc.api_port}", {})
+        codes = [(await client.raw("POST", "/api/handshake/initiate", token=None,
+                                   session=False)).status for _ in range(4)]
+        assert codes == [200, 200, 429, 429]
+        r = await client.raw("POST", "/api/handshake/initiate", token=None, session=False)
+        assert isinstance(r.detail, str)
+    finally:
+        await svc.stop()

@@ -9,6 +9,7 @@ A handler returning a value answers 200 + envelope, ``None`` answers 204;
 from __future__ import annotations
 
 import enum
+from http import HTTPStatus
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -67,10 +68,18 @@ class Authenticator(Protocol):
 
 
 def render_error(request: IRequest, status: int, detail: str) -> bytes:
-    request.setResponseCode(status)
+    request.setResponseCode(status, _phrase(status))
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
     return json.dumps({"detail": detail}).encode()
+
+
+def _phrase(status: int) -> bytes:
+    """Twisted's table lacks some reasons (429 came out as "Unknown Status")."""
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Error"
 
 
 def render_json(request: IRequest, value: object, status: int = 200) -> bytes:
