@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 from twisted.internet import task
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.python import usage
 
 from sealskin.cli.apps import AppsOptions, StoresOptions, run_apps, run_stores
@@ -30,10 +30,16 @@ def _settings(opts: usage.Options) -> dict[str, Any]:
     for flag in ("active", "persistent-storage", "public-sharing", "gpu"):
         value = opts.get(flag)
         if value is not None:
-            out[flag.replace("-", "_")] = value == "true"
+            if value.lower() not in ("true", "false"):
+                raise usage.UsageError(f"--{flag} must be true or false, not {value!r}")
+            out[flag.replace("-", "_")] = value.lower() == "true"
     for flag in ("session-limit", "storage-limit"):
         if opts.get(flag) is not None:
-            out[flag.replace("-", "_")] = int(opts[flag])
+            try:
+                out[flag.replace("-", "_")] = int(opts[flag])
+            except ValueError:
+                raise usage.UsageError(f"--{flag} must be an integer, not "
+                                       f"{opts[flag]!r}") from None
     if opts.get("group") is not None:
         out["group"] = opts["group"]
     return out
@@ -123,7 +129,7 @@ class _Sessions(Noun):
 
 
 class Options(usage.Options):
-    synopsis = "[--config FILE] [--json] COMMAND ..."
+    synopsis = "sealskin [--config FILE] [--json] [--url URL] COMMAND ..."
     optFlags = [["json", "j", "print JSON instead of text"],
                 ["verify-tls", None, "verify the TLS certificate of --url"]]
     optParameters = [
@@ -172,8 +178,10 @@ async def _users(c: ApiClient, verb: str, o: usage.Options, admins: bool) -> tup
         return user, _principal_rows([user])
     body: dict[str, Any] = {"username": name, "public_key": None}
     if o.get("public-key"):
-        with open(o["public-key"], encoding="utf-8") as f:
+        with open(o["public-key"], encoding="utf-8", errors="replace") as f:
             body["public_key"] = f.read()
+        if not body["public_key"].strip():
+            raise usage.UsageError(f"{o['public-key']} is empty: no public key to register")
     if not admins:
         body["settings"] = _settings(o)
     made = await c.call("POST", f"/api/admin/{kind}", body)
@@ -307,6 +315,17 @@ async def extra_command(client: ApiClient, cmd: str, sub: Any) -> tuple[Any, str
     raise usage.UsageError(f"unknown command {cmd}")
 
 
+def _reason(e: BaseException) -> str:
+    """A one-line reason for a failure below the API (connection, TLS, file)."""
+    from twisted.web._newclient import ResponseNeverReceived, RequestTransmissionFailed
+
+    if isinstance(e, (ResponseNeverReceived, RequestTransmissionFailed)) and e.reasons:
+        inner = e.reasons[0].value
+        return f"the server closed the connection ({type(inner).__name__}: {inner})"
+    text = str(e) or type(e).__name__
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     opts = Options()
     try:
@@ -321,8 +340,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         except ApiCallError as e:
             sys.stderr.write(f"sealskin: server said {e.status}: {e.detail}\n")
             raise SystemExit(1) from None
-        except (OSError, ValueError) as e:
+        except usage.UsageError as e:
             sys.stderr.write(f"sealskin: {e}\n")
+            raise SystemExit(2) from None
+        except BrokenPipeError:  # `sealskin ... | head`
+            raise SystemExit(0) from None
+        except CancelledError:
+            raise
+        except Exception as e:  # network, TLS, files: one line, no traceback
+            sys.stderr.write(f"sealskin: {_reason(e)}\n")
             raise SystemExit(1) from None
 
     task.react(lambda reactor: Deferred.fromCoroutine(_main(reactor)))
