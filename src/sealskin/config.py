@@ -121,8 +121,8 @@ SETTINGS: tuple[Setting, ...] = (
             _non_negative_float),
     Setting("proxy-timeout-seconds", "60", "Upstream response timeout of the session "
             "proxy (504 after it).", _non_negative_float),
-    Setting("proxy-access-log", "false", "Log one line per request on the session port "
-            "(costs ~15% of the proxy's CPU under load).", _bool),
+    Setting("access-log", "false", "Log one line per HTTP request on both ports (costs "
+            "~15% of the CPU under load; access tokens are redacted).", _bool),
     Setting("ws-max-message-bytes", str(16 * MiB), "Largest WebSocket message relayed.",
             _positive_int),
     Setting("ws-ping-seconds", "30", "Ping interval on idle proxied WebSockets.",

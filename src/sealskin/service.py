@@ -31,7 +31,7 @@ from sealskin.api.edge import Edge
 from sealskin.api.files import WithPublic
 from sealskin.api.handshake import HandshakeHandlers
 from sealskin.api.homes import HomeHandlers
-from sealskin.api.resource import build_api
+from sealskin.api.resource import ApiSite, build_api
 from sealskin.api.sessions import SessionHandlers
 from sealskin.api.stores import StoreHandlers
 from sealskin.api.routes import Handlers, routes
@@ -284,10 +284,8 @@ class SealskinService(Service):
             base)
 
     def _site(self, root: IResource) -> Site:
-        site = Site(root)
-        site.displayTracebacks = False
-        site.requestFactory = self._request_factory()
-        return site
+        return ApiSite(root, request_factory=self._request_factory(),
+                       access_log=self.cfg.access_log)
 
     def _tls_root(self) -> IResource:
         cfg = self.cfg
@@ -336,7 +334,7 @@ class SealskinService(Service):
 
     async def _listen_tls(self) -> IListeningPort:
         ctx = tls.server_context_factory(self.tls_cert, self.tls_key)
-        site = build_site(self._tls_root(), access_log=self.cfg.proxy_access_log)
+        site = build_site(self._tls_root(), access_log=self.cfg.access_log)
         site.requestFactory = self._request_factory(StreamingRequest)
         desc = self.cfg.session_endpoint or f"tcp:{self.cfg.session_port}"
         ep = endpoints.serverFromString(self.reactor, desc)

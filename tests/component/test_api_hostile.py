@@ -226,3 +226,20 @@ async def test_rate_limited_handshakes_get_429_with_its_reason(tmp_path: Any) ->
         assert isinstance(r.detail, str)
     finally:
         await svc.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_initiate_answer_is_fresh_and_verifies(admin: Client) -> None:
+    """initiate answers are signed ahead of time: each must still be used once only."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from independent_client import PSS
+
+    key = serialization.load_pem_public_key(admin.config["server_public_key"].encode())
+    nonces = set()
+    for _ in range(40):
+        r = await admin.raw("POST", "/api/handshake/initiate", token=None, session=False)
+        body = r.value
+        key.verify(base64.b64decode(body["signature"]), base64.b64decode(body["nonce"]),  # type: ignore[union-attr,call-arg]
+                   PSS, hashes.SHA256())
+        nonces.add(body["nonce"])
+    assert len(nonces) == 40

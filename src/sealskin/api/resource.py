@@ -8,6 +8,7 @@ from typing import Any
 from klein import Klein
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
+from twisted.web.server import Site
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from sealskin.api.edge import Edge, Route, render_error
@@ -18,6 +19,21 @@ def _bind(app: Klein, edge: Edge, route: Route, endpoint: str) -> None:
         return await edge.serve(route, request, params)
 
     app.route(route.path, methods=[route.method], endpoint=endpoint)(view)
+
+
+class ApiSite(Site):
+    """The API port's Site: no tracebacks, no form parsing, optional access log."""
+
+    displayTracebacks = False
+
+    def __init__(self, root: IResource, *, request_factory: Any, access_log: bool) -> None:
+        # nothing here reads form fields; parsing each POST's Content-Type costs ~0.1 ms
+        super().__init__(root, requestFactory=request_factory, parsePOSTFormSubmission=False)
+        self._access_log = access_log
+
+    def log(self, request: Any) -> None:
+        if self._access_log:
+            super().log(request)
 
 
 def build_api(edge: Edge, routes: Sequence[Route]) -> IResource:
