@@ -18,11 +18,13 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import docker
 import docker.errors
 import pytest
+import pytest_twisted
 
 from sealskin.blocking import Pool
 
@@ -136,3 +138,28 @@ def docker_pool() -> Iterator[Pool]:
         yield pool
     finally:
         pool.stop()
+
+
+# -- the locally built app images and a live server (shared by the session tests) -----
+
+IMAGES = Path(__file__).resolve().parents[2] / "images"
+PROBE = "sealskin/probe:latest"
+
+
+@pytest.fixture(scope="session")
+def probe_image(docker_client: docker.DockerClient) -> str:
+    """``sealskin/probe``, built locally (skipped when already built from the same recipe)."""
+    subprocess.run([str(IMAGES / "build.sh"), "probe"], check=True)
+    return PROBE
+
+
+@pytest_twisted.async_yield_fixture
+async def live(tmp_path: Path, run_label: str, probe_image: str) -> Any:
+    """The real server in-process, labelling its containers with this run's label."""
+    from server_harness import start_server
+
+    svc = await start_server(str(tmp_path / "data"), **{
+        "server-id": run_label, "launch-timeout-seconds": "30",
+        "registry-timeout-seconds": "5"})
+    yield svc
+    await svc.stop()

@@ -2,37 +2,21 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import pytest_twisted
 
-from server_harness import admin_client, start_server
+from server_harness import admin_client
 
 pytestmark = pytest.mark.docker
 
-ROOT = Path(__file__).resolve().parents[2]
 PROBE = "sealskin/probe:latest"
 INSTALLED = "/api/admin/apps/installed"
 
 
-@pytest.fixture(scope="session")
-def probe_image(docker_client: docker.DockerClient) -> str:
-    subprocess.run([str(ROOT / "images" / "build.sh"), "probe"], check=True)
-    return PROBE
-
-
-@pytest_twisted.async_yield_fixture
-async def live(tmp_path: Path, run_label: str, probe_image: str) -> AsyncIterator[Any]:
-    svc = await start_server(str(tmp_path / "data"), **{
-        "server-id": run_label, "registry-timeout-seconds": "5"})
-    yield svc
-    await svc.stop()
 
 
 async def install(admin: Any, **extra: Any) -> str:

@@ -3,30 +3,23 @@ cookie still works) and an unknown container carrying this server's label is rem
 
 from __future__ import annotations
 
-import subprocess
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from independent_client import Client
-from process_harness import ROOT, Daemon
+from process_harness import Daemon
 from session_http import https, redeem
 
 pytestmark = pytest.mark.docker
 PROBE = "sealskin/probe:latest"
 
-
-@pytest.fixture(scope="session")
-def probe_image(docker_client: docker.DockerClient) -> str:
-    subprocess.run([str(ROOT / "images" / "build.sh"), "probe"], check=True)
-    return PROBE
 
 
 async def _until(predicate: Any, seconds: float, what: str) -> None:

@@ -7,36 +7,20 @@ import base64
 import hashlib
 import json
 import os
-import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import pytest_twisted
 
 from independent_client import Client
-from server_harness import admin_client, start_server
+from server_harness import admin_client
 import session_http
 
 pytestmark = pytest.mark.docker
-ROOT = Path(__file__).resolve().parents[2]
 PROBE = "sealskin/probe:latest"
 
 
-@pytest.fixture(scope="session")
-def probe_image(docker_client: docker.DockerClient) -> str:
-    subprocess.run([str(ROOT / "images" / "build.sh"), "probe"], check=True)
-    return PROBE
-
-
-@pytest_twisted.async_yield_fixture
-async def live(tmp_path: Path, run_label: str, probe_image: str) -> AsyncIterator[Any]:
-    svc = await start_server(str(tmp_path / "data"), **{
-        "server-id": run_label, "launch-timeout-seconds": "30"})
-    yield svc
-    await svc.stop()
 
 
 async def install_probe(admin: Client) -> str:

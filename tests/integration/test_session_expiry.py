@@ -3,12 +3,10 @@ tokens expire. Real engine, real clock (short limits)."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
@@ -18,14 +16,8 @@ import session_http
 from server_harness import admin_client, start_server
 
 pytestmark = pytest.mark.docker
-ROOT = Path(__file__).resolve().parents[2]
 PROBE = "sealskin/probe:latest"
 
-
-@pytest.fixture(scope="session")
-def probe_image(docker_client: docker.DockerClient) -> str:
-    subprocess.run([str(ROOT / "images" / "build.sh"), "probe"], check=True)
-    return PROBE
 
 
 async def sleep(seconds: float) -> None:

@@ -4,8 +4,6 @@ launch -> single-use URL -> cookie -> HTTP -> WebSocket -> stop -> container gon
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +20,9 @@ import session_http
 from ws_client import ws_connect
 
 pytestmark = pytest.mark.docker
-ROOT = Path(__file__).resolve().parents[2]
 PROBE = "sealskin/probe:latest"
 
 
-@pytest.fixture(scope="session")
-def probe_image(docker_client: docker.DockerClient) -> str:
-    subprocess.run([str(ROOT / "images" / "build.sh"), "probe"], check=True)
-    return PROBE
-
-
-@pytest_twisted.async_yield_fixture
-async def live(tmp_path: Path, run_label: str, probe_image: str) -> AsyncIterator[Any]:
-    svc = await start_server(str(tmp_path / "data"), **{
-        "server-id": run_label, "launch-timeout-seconds": "30"})
-    yield svc
-    await svc.stop()
 
 
 async def install_probe(admin: Client, **provider: Any) -> str:
