@@ -42,4 +42,7 @@ def _is_internal(call: DelayedCall) -> bool:
     name = getattr(call.func, "__qualname__", repr(call.func))
     # HTTP servers' own housekeeping timers (log date cache, idle-connection timeouts)
     return any(part in name for part in ("_updateLogDateTime", "timeoutConnection",
-                                         "_logDateTime"))
+                                         "_logDateTime", "__timedOut",
+                                         # the global cooperator feeding request bodies;
+                                         # cancelling it under a live task breaks it
+                                         "Cooperator._tick"))

@@ -231,9 +231,9 @@ def _agent(reactor: IReactorTime, tls_verify: bool) -> IAgent:
     # Twisted leaves these constructors unannotated, hence the ignores.
     policy: IPolicyForHTTPS = _TrustAnyCertificate()
     if tls_verify:
-        policy = BrowserLikePolicyForHTTPS()  # type: ignore[no-untyped-call]
-    pool = HTTPConnectionPool(reactor, persistent=False)  # type: ignore[no-untyped-call]
-    return Agent(reactor, contextFactory=policy, pool=pool)  # type: ignore[no-untyped-call]
+        policy = BrowserLikePolicyForHTTPS()
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    return Agent(reactor, contextFactory=policy, pool=pool)
 
 
 @implementer(IBodyProducer)

@@ -194,7 +194,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
         self._env = os.environ if env is None else env
         self.config: Config | None = None
 

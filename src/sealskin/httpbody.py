@@ -37,7 +37,7 @@ class LimitedRequest(Request):
         if length is not None and length > self._limit():
             self.body_too_large = True
             self._refuse_now()
-        super().gotLength(None if self.body_too_large else length)
+        super().gotLength(None if self.body_too_large else length)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
 
     def _refuse_now(self) -> None:
         """A declared length over the limit is answered at once, before the body
@@ -55,7 +55,7 @@ class LimitedRequest(Request):
         if self._received > self._limit():
             self.body_too_large = True
         if not self.body_too_large:
-            super().handleContentChunk(data)
+            super().handleContentChunk(data)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
 
 
 def limited_request_factory(max_body_bytes: int, max_bodies: Mapping[bytes, int],

@@ -16,6 +16,7 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.application.service import IService, Service
 from twisted.internet import endpoints
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -346,17 +347,19 @@ class SealskinService(Service):
 
     @property
     def api_port(self) -> int:
-        return int(self.ports[0].getHost().port)
+        return _port_number(self.ports[0])
 
     @property
     def session_port(self) -> int:
-        return int(self.ports[1].getHost().port)
+        return _port_number(self.ports[1])
 
     async def stop(self) -> None:
         """Listeners, timers, in-flight work, pools, store (STYLE.md section 10)."""
         self.running = 0
         for port in self.ports:
-            await port.stopListening()
+            stopped = port.stopListening()  # IListeningPort allows None; TCP ports return a Deferred
+            if stopped is not None:
+                await stopped
         self.ports.clear()
         left = await self.edge.drain(self.reactor, self.cfg.shutdown_grace_seconds)
         if left:
@@ -376,8 +379,7 @@ class SealskinService(Service):
 
     def startService(self) -> None:
         Service.startService(self)
-        d = Deferred.fromCoroutine(self.start())
-        d.addErrback(self._failed_start)
+        _ = Deferred.fromCoroutine(self.start()).addErrback(self._failed_start)
 
     def _failed_start(self, failure: Any) -> None:
         log.failure("SealSkin failed to start", failure)
@@ -386,6 +388,14 @@ class SealskinService(Service):
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
         return Deferred.fromCoroutine(self.stop())
+
+
+def _port_number(port: IListeningPort) -> int:
+    """The TCP port a listener is bound to (``getHost()`` is typed as any IAddress)."""
+    address = port.getHost()
+    if not isinstance(address, (IPv4Address, IPv6Address)):
+        raise TypeError(f"not a TCP listener: {address!r}")
+    return int(address.port)
 
 
 def return_large_buffers_to_the_os() -> None:

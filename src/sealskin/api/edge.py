@@ -124,7 +124,7 @@ class Edge:
         if self._in_flight:
             waiter: Deferred[None] = Deferred()
             self._drained.append(waiter)
-            waiter.addTimeout(grace_seconds, clock, onTimeoutCancel=lambda *_: None)
+            _ = waiter.addTimeout(grace_seconds, clock, onTimeoutCancel=lambda *_: None)
             await waiter
         return self._in_flight
 

@@ -265,7 +265,7 @@ def _headers(request: server.Request, status: int | None, **values: bytes) -> No
     if status is not None:
         request.setResponseCode(status)
     for name, value in values.items():
-        request.setHeader(name.replace("_", "-").encode(), value)  # type: ignore[no-untyped-call,unused-ignore]  # untyped in Twisted
+        request.setHeader(name.replace("_", "-").encode(), value)
 
 
 def _html(request: server.Request, status: int, title: str, body: str) -> bytes:
@@ -293,7 +293,7 @@ def _send(request: server.Request, shares: Shares, share: Share) -> Any:
     f.type, f.encoding = "application/octet-stream", None
     _headers(request, None, content_disposition=_disposition(share.original_filename),
              cache_control=b"no-store", x_content_type_options=b"nosniff")
-    return f.render(request)  # type: ignore[no-untyped-call,unused-ignore]  # untyped in Twisted
+    return f.render(request)
 
 
 class _Missing(Resource):
@@ -359,8 +359,8 @@ class _OneShare(Resource):
         except CancelledError:
             raise
         if not request.finished and not request._disconnected:
-            request.write(body)  # type: ignore[no-untyped-call,unused-ignore]  # untyped in Twisted
-            request.finish()  # type: ignore[no-untyped-call,unused-ignore]  # untyped in Twisted
+            request.write(body)
+            request.finish()
 
 
 class _Downloads(Resource):
@@ -420,5 +420,5 @@ class WithPublic(Resource):
         return self._api
 
     def render(self, request: server.Request) -> bytes:
-        return self._api.render(request)  # type: ignore[no-any-return,no-untyped-call,unused-ignore]  # untyped in Twisted
+        return self._api.render(request)  # type: ignore[no-any-return]  # IResource.render is unannotated (returns Any)
 

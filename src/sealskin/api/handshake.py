@@ -55,7 +55,7 @@ class HandshakeHandlers:
             if isinstance(signed, list):
                 self._presigned.extend(signed)
 
-        d.addBoth(done)
+        _ = d.addBoth(done)
 
     def _admit(self, request: IRequest) -> None:
         if not self._limiter.allow(client_address(request)):

@@ -58,7 +58,7 @@ class _SettingsOptions(Interspersed):
 
 
 class _Named(_SettingsOptions):
-    def parseArgs(self, name: str) -> None:
+    def parseArgs(self, name: str) -> None:  # type: ignore[override]  # usage.Options dispatches by arity
         self["name"] = name
 
 
@@ -109,14 +109,14 @@ class _Launch(Interspersed):
                      ["language", None, None, "e.g. de_DE.UTF-8"],
                      ["gpu", None, None, "GPU device, e.g. /dev/dri/renderD128"]]
 
-    def parseArgs(self, app: str) -> None:
+    def parseArgs(self, app: str) -> None:  # type: ignore[override]  # usage.Options dispatches by arity
         self["app"] = app
 
 
 class _Stop(Interspersed):
     optFlags = [["all-users", "a", "any user's session (admin)"]]
 
-    def parseArgs(self, session_id: str) -> None:
+    def parseArgs(self, session_id: str) -> None:  # type: ignore[override]  # usage.Options dispatches by arity
         self["session_id"] = session_id
 
 
@@ -158,6 +158,20 @@ class Options(usage.Options):
 Printer = Callable[[Any], str]
 
 
+def _json(answer: object) -> Any:
+    """The API's answer, read below as the API documents it: a malformed answer fails there
+    (KeyError, TypeError), and ``main`` reports that in one line."""
+    return answer
+
+
+def _verb(sub: usage.Options) -> tuple[str, usage.Options]:
+    """A ``Noun`` command's verb and that verb's options (``Noun.postOptions`` ensured both)."""
+    verb = sub.subCommand
+    assert verb is not None
+    subsub: usage.Options = sub.subOptions
+    return verb, subsub
+
+
 def _principal_rows(items: Sequence[dict[str, Any]]) -> str:
     return "\n".join(f"{u['username']}\t{'admin' if u['is_admin'] else 'user'}"
                      f"\t{json.dumps(u['settings']) if u['settings'] else ''}"
@@ -167,14 +181,14 @@ def _principal_rows(items: Sequence[dict[str, Any]]) -> str:
 async def _users(c: ApiClient, verb: str, o: usage.Options, admins: bool) -> tuple[Any, str]:
     kind = "admins" if admins else "users"
     if verb == "list":
-        data = await c.call("POST", "/api/admin/data", {})
+        data = _json(await c.call("POST", "/api/admin/data", {}))
         return data[kind], _principal_rows(data[kind])
     name = o["name"]
     if verb == "remove":
         await c.call("DELETE", f"/api/admin/{kind}/{name}")
         return {"removed": name}, f"removed {name}"
     if verb == "update":
-        user = await c.call("PUT", f"/api/admin/users/{name}", {"settings": _settings(o)})
+        user = _json(await c.call("PUT", f"/api/admin/users/{name}", {"settings": _settings(o)}))
         return user, _principal_rows([user])
     body: dict[str, Any] = {"username": name, "public_key": None}
     if o.get("public-key"):
@@ -184,7 +198,7 @@ async def _users(c: ApiClient, verb: str, o: usage.Options, admins: bool) -> tup
             raise usage.UsageError(f"{o['public-key']} is empty: no public key to register")
     if not admins:
         body["settings"] = _settings(o)
-    made = await c.call("POST", f"/api/admin/{kind}", body)
+    made = _json(await c.call("POST", f"/api/admin/{kind}", body))
     text = _principal_rows([made["user"]])
     if made.get("private_key") and o.get("save-config"):
         doc = {**attrs.asdict(c.config), "username": name, "private_key": made["private_key"]}
@@ -199,7 +213,7 @@ async def _users(c: ApiClient, verb: str, o: usage.Options, admins: bool) -> tup
 
 async def _groups(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str]:
     if verb == "list":
-        groups = (await c.call("POST", "/api/admin/data", {}))["groups"]
+        groups = _json(await c.call("POST", "/api/admin/data", {}))["groups"]
         return groups, "\n".join(f"{g['name']}\t{json.dumps(g['settings'])}"
                                  for g in groups) or "(none)"
     name = o["name"]
@@ -207,9 +221,10 @@ async def _groups(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str]:
         await c.call("DELETE", f"/api/admin/groups/{name}")
         return {"removed": name}, f"removed {name}"
     if verb == "add":
-        g = await c.call("POST", "/api/admin/groups", {"name": name, "settings": _settings(o)})
+        g = _json(await c.call("POST", "/api/admin/groups",
+                               {"name": name, "settings": _settings(o)}))
     else:
-        g = await c.call("PUT", f"/api/admin/groups/{name}", {"settings": _settings(o)})
+        g = _json(await c.call("PUT", f"/api/admin/groups/{name}", {"settings": _settings(o)}))
     return g, f"{g['name']}\t{json.dumps(g['settings'])}"
 
 
@@ -221,7 +236,7 @@ async def _homes(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str]:
         base = f"/api/admin/admins/{o['admin-user']}/homedirs"
     args = o["args"]
     if verb == "list":
-        homes = (await c.call("GET", base))["home_dirs"]
+        homes = _json(await c.call("GET", base))["home_dirs"]
         return homes, "\n".join(homes) or "(none)"
     if len(args) != 1:
         raise usage.UsageError(f"homes {verb} takes one NAME")
@@ -233,7 +248,7 @@ async def _homes(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str]:
 
 async def _app_id(c: ApiClient, app: str) -> str:
     """An app id from an id or a (case-insensitive) name the caller may launch."""
-    apps = await c.call("POST", "/api/applications", {})
+    apps = _json(await c.call("POST", "/api/applications", {}))
     for a in apps:
         if app in (a["id"],) or a["name"].lower() == app.lower():
             return str(a["id"])
@@ -257,7 +272,7 @@ async def _launch(c: ApiClient, o: usage.Options) -> tuple[Any, str]:
         path = "/api/launch/file"
         body.update(filename=os.path.basename(o["file"]), upload_id=upload_id,
                     total_chunks=chunks, open_file_on_launch=True)
-    made = await c.call("POST", path, body)
+    made = _json(await c.call("POST", path, body))
     url = _session_base(c) + made["session_url"]
     return {**made, "url": url}, url
 
@@ -269,11 +284,11 @@ async def _sessions(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str
         await c.call("DELETE", f"{prefix}/{o['session_id']}")
         return {"stopped": o["session_id"]}, f"stopped {o['session_id']}"
     if admin:
-        groups = await c.call("GET", "/api/admin/sessions")
+        groups = _json(await c.call("GET", "/api/admin/sessions"))
         rows = [dict(s, username=g["username"]) for g in groups for s in g["sessions"]]
     else:
         rows = [dict(s, username=c.config.username)
-                for s in await c.call("GET", "/api/sessions")]
+                for s in _json(await c.call("GET", "/api/sessions"))]
     text = "\n".join(f"{s['session_id']}\t{s['username']}\t{s['app_name']}\t"
                      f"{_session_base(c)}{s['session_url']}" for s in rows) or "(none)"
     return rows, text
@@ -284,28 +299,27 @@ async def run(reactor: Any, opts: Options) -> Any:
     config = ClientConfig.load(opts["config"])
     client = ApiClient(reactor, config, base_url=opts["url"], tls_verify=opts["verify-tls"])
     cmd, sub = opts.subCommand, opts.subOptions
-    verb = getattr(sub, "subCommand", None)
-    subsub = getattr(sub, "subOptions", None)
     if cmd == "status":
-        status = await client.call("POST", "/api/admin/status", {})
+        status = _json(await client.call("POST", "/api/admin/status", {}))
         value, text = status, "\n".join(f"{k}: {v}" for k, v in status.items())
     elif cmd in ("users", "admins"):
-        value, text = await _users(client, verb, subsub, cmd == "admins")
+        value, text = await _users(client, *_verb(sub), cmd == "admins")
     elif cmd == "groups":
-        value, text = await _groups(client, verb, subsub)
+        value, text = await _groups(client, *_verb(sub))
     elif cmd == "homes":
-        value, text = await _homes(client, verb, subsub)
+        value, text = await _homes(client, *_verb(sub))
     elif cmd == "launch":
         value, text = await _launch(client, sub)
     elif cmd == "sessions":
-        value, text = await _sessions(client, verb, subsub)
+        value, text = await _sessions(client, *_verb(sub))
     elif cmd == "upload":
         value, text = await run_upload(client, sub)
     elif cmd == "stores":
-        value, text = await run_stores(client, verb, subsub)
+        value, text = await run_stores(client, *_verb(sub))
     elif cmd == "apps":
-        value, text = await run_apps(client, verb, subsub)
+        value, text = await run_apps(client, *_verb(sub))
     else:
+        assert cmd is not None  # Options.postOptions requires a command
         value, text = await extra_command(client, cmd, sub)
     print(json.dumps(value, indent=2) if opts["json"] else text)
     return value
@@ -327,9 +341,9 @@ def _reason(e: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    opts = Options()
+    opts = Options()  # type: ignore[no-untyped-call]  # inherited from Twisted's usage.Options
     try:
-        opts.parseOptions(list(sys.argv[1:] if argv is None else argv))
+        opts.parseOptions(list(sys.argv[1:] if argv is None else argv))  # type: ignore[no-untyped-call]  # inherited from Twisted's usage.Options
     except usage.UsageError as e:
         sys.stderr.write(f"{opts}\nsealskin: {e}\n")
         raise SystemExit(2) from None

@@ -29,7 +29,7 @@ class Interspersed(usage.Options):
                 rebuilt.append(f"{name}={value}" if name[2:] in valued else name)
             else:
                 rebuilt += [name, value] if name[1] + ":" in self.shortOpt else [name]
-        super().parseOptions([*rebuilt, "--", *args])
+        super().parseOptions([*rebuilt, "--", *args])  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
 
 
 class Noun(usage.Options):
@@ -38,7 +38,7 @@ class Noun(usage.Options):
     verbs: Sequence[tuple[str, type[usage.Options], str]] = ()
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
         self.subCommands = [[name, None, opts, text] for name, opts, text in self.verbs]
 
     def postOptions(self) -> None:

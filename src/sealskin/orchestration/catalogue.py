@@ -77,7 +77,7 @@ class Catalogue:
 
     def pull_in_background(self, app: InstalledApp) -> None:
         """Starts an owned pull; a failure is logged (the status shows it ended)."""
-        self._ops.run(self._pull(app))
+        _ = self._ops.run(self._pull(app))
 
     async def _pull(self, app: InstalledApp) -> None:
         image = str(app.provider_config["image"])

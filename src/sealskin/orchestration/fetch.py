@@ -72,7 +72,7 @@ class _Body(Protocol):
 
     def abort(self) -> None:
         if self.transport is not None:  # the body's transport is an IPushProducer
-            self.transport.stopProducing()  # type: ignore[attr-defined]
+            self.transport.stopProducing()  # type: ignore[attr-defined]  # typed ITransport, is an IPushProducer
 
 
 class Fetcher:

@@ -30,7 +30,7 @@ class Operations:
             self._running.discard(d)
             return result
 
-        d.addBoth(done)
+        _ = d.addBoth(done)
         return d
 
     def __len__(self) -> int:
@@ -46,7 +46,7 @@ def shielded(d: Deferred[T]) -> Deferred[T]:
     """A view of ``d``: cancelling the view does not cancel ``d``."""
     view: Deferred[T] = Deferred()
 
-    def relay(result: object) -> None:
+    def relay(result: T | Failure) -> None:
         if view.called:  # the caller left; nobody else will report a failure
             if isinstance(result, Failure):
                 log.failure("operation failed after its caller left", result)
@@ -54,7 +54,7 @@ def shielded(d: Deferred[T]) -> Deferred[T]:
         if isinstance(result, Failure):
             view.errback(result)
         else:
-            view.callback(result)  # type: ignore[arg-type]
+            view.callback(result)
 
-    d.addBoth(relay)
+    _ = d.addBoth(relay)
     return view

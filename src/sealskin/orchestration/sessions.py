@@ -173,7 +173,7 @@ class Sessions:
                 del self._reserved[user]
             return result
 
-        op.addBoth(release)
+        _ = op.addBoth(release)
         sid: str = await shielded(op)
         return sid, self.session_url(sid)
 

@@ -46,7 +46,7 @@ class HttpReadiness:
     async def _probe(self, url: bytes, headers: Headers) -> int | None:
         try:
             d = self._agent.request(b"GET", url, headers)
-            d.addTimeout(self._probe_timeout, self._clock)  # a truly asynchronous wait
+            _ = d.addTimeout(self._probe_timeout, self._clock)  # a truly asynchronous wait
             response = await d
             await readBody(response)
             return int(response.code)

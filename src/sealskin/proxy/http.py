@@ -146,13 +146,13 @@ class StreamingRequest(LimitedRequest):
             if self._sink is not None:
                 self.content = io.BytesIO()
                 return
-        super().gotLength(length)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+        super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._sink is not None:
             self._sink.data_received(data)
         else:
-            super().handleContentChunk(data)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+            super().handleContentChunk(data)
 
     def process(self) -> None:
         if self._sink is None:
@@ -286,7 +286,7 @@ class _DirectEndpoints:
         except ValueError:
             return HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=self._timeout)
         if address.version == 6:
-            return TCP6ClientEndpoint(self._reactor, host, uri.port, timeout=self._timeout)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+            return TCP6ClientEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
         return TCP4ClientEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
 
 
@@ -303,11 +303,11 @@ class HttpForwarder:
         self._directory = directory
         self._gate = gate
         self.limits = limits
-        self._pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+        self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = limits.max_idle_per_upstream
         self._pool.cachedConnectionTimeout = limits.idle_connection_seconds  # type: ignore[assignment]  # seconds, float is fine
         self._agent = Agent.usingEndpointFactory(
-            reactor, _DirectEndpoints(reactor, limits.connect_timeout_seconds), pool=self._pool)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+            reactor, _DirectEndpoints(reactor, limits.connect_timeout_seconds), pool=self._pool)
         self._in_flight: dict[str, set[Exchange]] = {}
         self.streamed_uploads = 0  # requests whose body went upstream while still arriving
         directory.on_session_end(self.end_session)
@@ -343,7 +343,7 @@ class HttpForwarder:
         """Aborts every in-flight exchange and closes pooled upstream connections."""
         for session_id in list(self._in_flight):
             self.end_session(session_id)
-        await self._pool.closeCachedConnections()  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+        await self._pool.closeCachedConnections()
 
     def in_flight(self, session_id: str) -> int:
         return len(self._in_flight.get(session_id, ()))
@@ -368,7 +368,7 @@ class HttpForwarder:
             out.setRawHeaders(name, list(values))
         self._gate.strip_cookies(out)
         out.setRawHeaders(b"authorization", [route.authorization.encode("latin-1")])
-        peer = request.getClientAddress()  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+        peer = request.getClientAddress()
         client_ip = getattr(peer, "host", None)
         if isinstance(client_ip, str):
             out.setRawHeaders(b"x-forwarded-for", [client_ip.encode("ascii")])
@@ -486,7 +486,7 @@ class Exchange:
         except CancelledError:
             pass
         if self._aborted or self._client_gone:
-            response.deliverBody(_Discard())  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+            response.deliverBody(_Discard())
             self._done()
             return
         self._begin_response(response)
@@ -548,8 +548,8 @@ class Exchange:
         if self.request.startedWriting:
             _abort_client(self.request)
         else:
-            self.request.write(json_error(self.request, status, detail))  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
-            self.request.finish()  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+            self.request.write(json_error(self.request, status, detail))
+            self.request.finish()
         self._done()
 
     def _begin_response(self, response: IResponse) -> None:
@@ -558,15 +558,15 @@ class Exchange:
         request.setResponseCode(response.code, response.phrase)
         _copy_response_headers(response.headers, request.responseHeaders)
         self._relay = _Relay(self)
-        response.deliverBody(self._relay)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+        response.deliverBody(self._relay)
 
     def relay_finished(self, reason: Failure) -> None:
         self._relay = None
         if self._client_gone:
             self._done()
             return
-        if reason.check(ResponseDone, PotentialDataLoss) and not self._aborted:  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
-            self.request.finish()  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+        if reason.check(ResponseDone, PotentialDataLoss) and not self._aborted:
+            self.request.finish()
         else:
             log.debug("upstream response of session {session_id} cut", session_id=self.session_id)
             _abort_client(self.request)
@@ -589,7 +589,7 @@ def _abort_client(request: server.Request) -> None:
         abort()
 
 
-_RESPONSE_DONE = Failure(ResponseDone())  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+_RESPONSE_DONE = Failure(ResponseDone())
 
 
 class _Relay(Protocol):
@@ -601,18 +601,18 @@ class _Relay(Protocol):
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        self._exchange.request.registerProducer(self.transport, True)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+        self._exchange.request.registerProducer(self.transport, True)
         self._registered = True
 
     def dataReceived(self, data: bytes) -> None:
-        self._exchange.request.write(data)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+        self._exchange.request.write(data)
 
     def connectionLost(self, reason: Failure = _RESPONSE_DONE) -> None:
         if self._registered:
             self._registered = False
             request = self._exchange.request
             if not request.finished and request.channel is not None:  # None once the client left
-                request.unregisterProducer()  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
+                request.unregisterProducer()
         self._exchange.relay_finished(reason)
 
     def stop(self) -> None:

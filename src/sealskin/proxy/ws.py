@@ -243,7 +243,7 @@ class _BrowserFactory(WebSocketServerFactory):
 
 
 def _deny(code: int, reason: str) -> ConnectionDeny:
-    return ConnectionDeny(code, reason)  # type: ignore[no-untyped-call]  # Autobahn leaves this untyped
+    return ConnectionDeny(code, reason)
 
 
 def _send(side: WebSocketServerProtocol | WebSocketClientProtocol, payload: bytes,
@@ -273,12 +273,12 @@ class WsBridges:
             closeHandshakeTimeout=limits.close_timeout_seconds,
         )
         factory._batched_timer = _ReactorTimer(self.clock)
-        self.resource = WebSocketResource(factory)  # type: ignore[no-untyped-call]  # Autobahn leaves this untyped
+        self.resource = WebSocketResource(factory)
         directory.on_session_end(self.end_session)
 
     def render(self, request: Request) -> bytes | int:
         """Hands an upgrade request (already cookie-checked) to Autobahn."""
-        result: bytes | int = self.resource.render(request)  # type: ignore[no-untyped-call]  # Autobahn leaves this untyped
+        result: bytes | int = self.resource.render(request)
         return result
 
     def refusal(self, request: ConnectionRequest, session_id: str) -> tuple[int, str] | None:
@@ -301,9 +301,9 @@ class WsBridges:
         url = f"ws://{_netloc(host, route.port)}{target.decode('latin-1')}"
         headers = {"Authorization": route.authorization}
         factory = WebSocketClientFactory(url, protocols=list(request.protocols) or None,
-                                         headers=headers, reactor=self._reactor)  # type: ignore[no-untyped-call]  # Autobahn leaves this untyped
+                                         headers=headers, reactor=self._reactor)
         factory.protocol = AppSide
-        factory.setProtocolOptions(  # type: ignore[no-untyped-call]  # Autobahn leaves this untyped
+        factory.setProtocolOptions(
             maxFramePayloadSize=self._limits.max_frame_bytes,
             maxMessagePayloadSize=self._limits.max_message_bytes,
             openHandshakeTimeout=self._limits.handshake_timeout_seconds,

@@ -154,10 +154,10 @@ class SqliteStore:
         if self._db is not None or self._closing:
             return
         # adbapi lacks annotations; these are its documented keyword arguments.
-        db = adbapi.ConnectionPool(  # type: ignore[no-untyped-call]
+        db = adbapi.ConnectionPool(
             "sqlite3", self._path, cp_min=1, cp_max=1, cp_reactor=self._reactor,
             cp_openfun=_thd_open, check_same_thread=False, isolation_level=None)
-        db.start()  # type: ignore[no-untyped-call]  # adbapi is unannotated
+        db.start()
         self._db = db
 
     async def close(self) -> None:
@@ -169,7 +169,7 @@ class SqliteStore:
             await idle
         db, self._db = self._db, None
         if db is not None:
-            db.close()  # type: ignore[no-untyped-call]  # adbapi is unannotated
+            db.close()
 
     async def _run(self, write: bool, fn: Callable[Concatenate[_Txn, P], T],
                    *args: P.args, **kwargs: P.kwargs) -> T:
@@ -178,7 +178,7 @@ class SqliteStore:
         self._in_flight += 1
         try:
             # adbapi is unannotated: the Deferred fires with fn's result.
-            result: T = await self._db.runInteraction(  # type: ignore[no-untyped-call]
+            result: T = await self._db.runInteraction(
                 _thd_transaction, write, fn, *args, **kwargs)
             return result
         finally:
