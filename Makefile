@@ -27,10 +27,12 @@ sysdeps:
 images: sysdeps
 	./images/build.sh
 
-test: $(STAMP) images
+test: $(STAMP) images lint
 	$(BIN)/python -m pytest
 
+# Import-linter contracts (layers, independence; setup.cfg) and mypy --strict.
 lint: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/mypy src twisted/plugins
 
 readme: $(STAMP)

@@ -14,7 +14,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import attrs
-from cryptography.hazmat.primitives.asymmetric import rsa
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IConsumer, IReactorTime

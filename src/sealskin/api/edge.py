@@ -25,7 +25,6 @@ from twisted.web.iweb import IRequest
 from sealskin.crypto import CryptoError, envelope
 from sealskin.crypto.sessions import CryptoSessions
 from sealskin.errors import ApiError, Kind
-from sealskin.httpbody import LimitedRequest, limited_request_factory
 from sealskin.model import Principal
 
 log = Logger()

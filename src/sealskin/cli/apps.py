@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
 

@@ -106,12 +106,7 @@ class Planner:
         sid = str(uuid.uuid4())
         home, shared, ephemeral = await self._home(caller, settings, app, req.home_name, sid)
         env = await self._env(app, sid, req, gpu)
-        cleanup = None
-        if ephemeral:
-            root = os.path.join(self._ephemeral_root, sid)
-
-            async def cleanup() -> None:
-                await self._work.run(_thd_remove, root)
+        cleanup = self._remover(os.path.join(self._ephemeral_root, sid)) if ephemeral else None
         overrides, _refused = filter_overrides(
             app.provider_config.get("docker_overrides") or {},
             dangerous_allowed=app.allow_overrides if self._defaults.allow_dangerous else ())
@@ -129,6 +124,13 @@ class Planner:
         elif req.file_path is not None:
             context = {"type": "file", "value": os.path.basename(req.file_path)}
         return LaunchPlan(sid, app, spec, context, home, shared, ephemeral, cleanup)
+
+    def _remover(self, root: str) -> Callable[[], Awaitable[None]]:
+        """Undoes an ephemeral home if the launch fails."""
+        async def remove() -> None:
+            await self._work.run(_thd_remove, root)
+
+        return remove
 
     async def _gpu(self, settings: UserSettings, app: InstalledApp,
                    selected: str | None) -> GpuRequest | None:

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from sealskin.blocking import Pool
 from sealskin.errors import ApiError, Kind
 from sealskin.model import AppStore
-from sealskin.orchestration.fetch import Fetched, FetchError, Fetcher
+from sealskin.orchestration.fetch import FetchError, Fetcher
 from sealskin.orchestration.store_format import StoreDocument, StoreFormatError, parse_store
 from sealskin.store import Conflict, Missing, Store
 
