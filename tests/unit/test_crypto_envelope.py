@@ -121,3 +121,16 @@ def test_seal_json_is_compact_utf8() -> None:
 def test_seal_refuses_a_wrong_iv_size() -> None:
     with pytest.raises(EnvelopeError):
         envelope.seal(KEY, b"x", iv=b"short")
+
+
+def test_big_bodies_take_the_fast_parser_and_still_round_trip() -> None:
+    import os
+
+    from sealskin.crypto import envelope
+
+    key = os.urandom(32)
+    big = {"upload_id": "u", "chunk_index": 3, "chunk_data_b64": "QUJD" * 400_000}
+    wire = envelope.seal_json(key, big)
+    assert len(wire) > envelope.FAST_JSON_BYTES
+    _, opened = envelope.open_json(key, json.loads(wire))
+    assert opened == big
