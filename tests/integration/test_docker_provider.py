@@ -31,14 +31,9 @@ from twisted.logger import LogLevel, capturedLogs
 
 from sealskin.blocking import Pool
 from sealskin.providers import GpuDevice, GpuRequest, Instance, LaunchSpec, Mount, ProviderError
-from sealskin.providers.docker import (
-    CAP_ADD,
-    LABEL_SERVER,
-    DockerProvider,
-    container_kwargs,
-    resource_name,
-    scan_gpus,
-)
+from sealskin.providers.container_spec import CAP_ADD, LABEL_SERVER, container_kwargs, resource_name
+from sealskin.providers.docker import DockerProvider
+from sealskin.providers.gpus import scan_gpus
 
 from tests.integration.conftest import HTTPD_PORT, RUN_LABEL_KEY, build_image
 

@@ -14,13 +14,8 @@ few, limits from the spec, store overrides allow-listed (``overrides.py``).
 from __future__ import annotations
 
 import math
-import os
-import re
-import shutil
-import subprocess
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import attrs
@@ -28,8 +23,6 @@ import docker
 import docker.errors
 import requests
 import urllib3.exceptions
-from docker.types import DeviceRequest
-from docker.types import Mount as DockerMount
 from requests import PreparedRequest, Response
 from requests.adapters import BaseAdapter
 from twisted.internet.defer import CancelledError, Deferred
@@ -37,7 +30,19 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
 from sealskin.blocking import Pool
-from sealskin.providers import GpuDevice, GpuRequest, Instance, LaunchSpec, ProviderError
+from sealskin.providers import GpuDevice, Instance, LaunchSpec, ProviderError
+from sealskin.providers.container_spec import (
+    LABEL_APP,
+    LABEL_PORT,
+    LABEL_SERVER,
+    LABEL_SESSION,
+    LABEL_USER,
+    PULL_POLICIES,
+    container_kwargs,
+    resource_name,
+    session_labels,
+)
+from sealskin.providers.gpus import scan_gpus
 from sealskin.providers.overrides import filter_overrides
 
 P = ParamSpec("P")
@@ -45,26 +50,6 @@ T = TypeVar("T")
 
 log = Logger()
 
-LABEL_SERVER = "org.sealskin.server"
-LABEL_SESSION = "org.sealskin.session"
-LABEL_USER = "org.sealskin.user"
-LABEL_APP = "org.sealskin.app"
-LABEL_PORT = "org.sealskin.port"
-
-PULL_POLICIES = ("always", "if-missing", "never")
-
-# linuxserver-style images start their init as root, fix ownership of /config
-# (CHOWN, FOWNER, DAC_OVERRIDE), switch to PUID/PGID (SETUID, SETGID) and signal
-# the processes they supervise (KILL). Everything else stays dropped (W16).
-CAP_ADD = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL")
-
-# The NVIDIA runtime exposes only the driver libraries named here: desktops need
-# graphics (GL) and video (encoder) besides compute (upstream-protocol 6.6).
-NVIDIA_CAPABILITIES = ("compute", "video", "graphics", "utility", "gpu")
-
-_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
-_RENDER_NODE = re.compile(r"^/dev/dri/renderD[0-9]+$")
-_NVIDIA_INDEX = re.compile(r"^[0-9]+$")
 _UNREACHABLE_REGISTRY = (
     "dial tcp",
     "no such host",
@@ -87,88 +72,6 @@ _FAILED = {
     "list": "Containers could not be listed.",
 }
 _CONFLICT = {"create": "A container for this session already exists."}
-
-
-def resource_name(session_id: str) -> str:
-    """The name of a session's container and of its network."""
-    return f"sealskin-{session_id}"
-
-
-def session_labels(spec: LaunchSpec, *, server_id: str) -> dict[str, str]:
-    return {
-        LABEL_SERVER: server_id,
-        LABEL_SESSION: spec.session_id,
-        LABEL_USER: spec.username,
-        LABEL_APP: spec.app_id,
-        LABEL_PORT: str(spec.port),
-    }
-
-
-def container_kwargs(
-    spec: LaunchSpec, *, server_id: str, overrides: Mapping[str, object]
-) -> dict[str, Any]:
-    """``containers.create`` keyword arguments for ``spec``; pure.
-
-    ``overrides`` must already be allow-listed; they are merged last (lists are
-    extended, mappings updated, anything else replaced). Raises ProviderError
-    ("create") for an invalid session id or GPU request.
-    """
-    if not _SESSION_ID.match(spec.session_id):
-        raise ProviderError("create", "Invalid session id.")
-    name = resource_name(spec.session_id)
-    kwargs: dict[str, Any] = {
-        "image": spec.image,
-        "name": name,
-        "labels": session_labels(spec, server_id=server_id),
-        "environment": dict(spec.env),
-        "network": name,  # no published ports: the server dials the container IP
-        "mounts": [
-            DockerMount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
-            for m in spec.mounts
-        ],
-        "security_opt": ["no-new-privileges:true"],
-        "cap_drop": ["ALL"],
-        "cap_add": list(CAP_ADD),
-    }
-    kwargs.update(_limits(spec))
-    kwargs.update(gpu_kwargs(spec.gpu))
-    for key, value in overrides.items():
-        kwargs[key] = _merged(kwargs.get(key), value)
-    return kwargs
-
-
-def _limits(spec: LaunchSpec) -> dict[str, int]:
-    limits: dict[str, int] = {}
-    if spec.memory_bytes is not None:
-        limits["mem_limit"] = spec.memory_bytes
-        limits["memswap_limit"] = spec.memory_bytes  # no swap beyond the limit
-    if spec.nano_cpus is not None:
-        limits["nano_cpus"] = spec.nano_cpus
-    if spec.pids_limit is not None:
-        limits["pids_limit"] = spec.pids_limit
-    if spec.shm_bytes is not None:
-        limits["shm_size"] = spec.shm_bytes
-    return limits
-
-
-def gpu_kwargs(gpu: GpuRequest | None) -> dict[str, Any]:
-    """Device kwargs for one GPU: an NVIDIA device request or a DRI render node, never both."""
-    if gpu is None:
-        return {}
-    if gpu.kind == "nvidia" and _NVIDIA_INDEX.match(gpu.device):
-        request = DeviceRequest(device_ids=[gpu.device], capabilities=[list(NVIDIA_CAPABILITIES)])
-        return {"runtime": "nvidia", "device_requests": [request]}
-    if gpu.kind == "dri3" and _RENDER_NODE.match(gpu.device):
-        return {"devices": [f"{gpu.device}:{gpu.device}:rwm"]}
-    raise ProviderError("create", "Unknown GPU device.")
-
-
-def _merged(ours: object, theirs: object) -> object:
-    if isinstance(ours, list) and isinstance(theirs, list):
-        return ours + [item for item in theirs if item not in ours]
-    if isinstance(ours, dict) and isinstance(theirs, Mapping):
-        return {**ours, **theirs}
-    return theirs
 
 
 def split_reference(image: str) -> tuple[str, str]:
@@ -668,53 +571,3 @@ def _ignore_missing(remove: Callable[[], object]) -> None:
 
 def _thd_prune_networks(client: docker.DockerClient, server_id: str) -> None:
     client.networks.prune(filters={"label": f"{LABEL_SERVER}={server_id}"})
-
-
-# -- GPUs ---------------------------------------------------------------------
-
-
-def scan_gpus(
-    dev_dri: Path = Path("/dev/dri"),
-    sys_drm: Path = Path("/sys/class/drm"),
-    nvidia_smi: str | None = None,
-    smi_timeout_seconds: float = 10,
-) -> list[GpuDevice]:
-    """Render nodes with their kernel driver, plus NVIDIA GPUs without a render node.
-
-    Blocking (file system, subprocess): runs on a pool thread. ``nvidia_smi``
-    defaults to the one on PATH. An NVIDIA GPU without a render node is reported
-    with its index as ``device``.
-    """
-    nodes = sorted(dev_dri.glob("renderD*"), key=lambda p: _node_number(p.name))
-    found = [GpuDevice(device=f"/dev/dri/{n.name}", driver=_driver(sys_drm, n.name)) for n in nodes]
-    smi = nvidia_smi or shutil.which("nvidia-smi")
-    if smi is not None and not any(g.driver == "nvidia" for g in found):
-        count = _count_nvidia(smi, smi_timeout_seconds)
-        found += [GpuDevice(device=str(i), driver="nvidia") for i in range(count)]
-    return found
-
-
-def _node_number(name: str) -> int:
-    digits = name.removeprefix("renderD")
-    return int(digits) if digits.isdigit() else 0
-
-
-def _driver(sys_drm: Path, node: str) -> str:
-    try:
-        return os.path.basename(os.readlink(sys_drm / node / "device" / "driver"))
-    except OSError:
-        return "unknown"
-
-
-def _count_nvidia(smi: str, timeout_seconds: float) -> int:
-    try:
-        listed = subprocess.run(
-            [smi, "-L"], capture_output=True, text=True, timeout=timeout_seconds, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return len(_gpu_lines(listed.stdout.splitlines()))
-
-
-def _gpu_lines(lines: Iterable[str]) -> list[str]:
-    return [line for line in lines if line.startswith("GPU ")]
