@@ -29,8 +29,9 @@ from typing import Any
 from twisted.internet import defer, task
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT / "bench")]
 
+import common  # noqa: E402
 from sealskin.client import ApiClient, ClientConfig  # noqa: E402
 
 MiB = 1024 * 1024
@@ -123,8 +124,10 @@ async def measure(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
         sampler.start()
         size = args.size_mib * MiB
         t0 = time.monotonic()
+        cpu0 = (common.cpu_seconds(proc.pid), common.self_cpu_seconds())
         upload_id, count, local = await upload(client, size, args.chunk_mib * MiB, args.in_flight)
         t1 = time.monotonic()
+        cpu1 = (common.cpu_seconds(proc.pid), common.self_cpu_seconds())
         answer: Any = await client.call("POST", "/api/upload/to_storage", {
             "filename": "bench.bin", "upload_id": upload_id, "total_chunks": count,
             "home_name": "_sealskin_shared_files"})
@@ -137,6 +140,8 @@ async def measure(reactor: Any, args: argparse.Namespace) -> dict[str, Any]:
                 "upload_mb_s": size / 1e6 / (t1 - t0), "total_mb_s": size / 1e6 / (t2 - t0),
                 "rss_before_mib": before / 1024, "rss_peak_mib": sampler.peak_kib / 1024,
                 "rss_growth_mib": (sampler.peak_kib - before) / 1024,
+                "server_cores": (cpu1[0] - cpu0[0]) / (t1 - t0),
+                "client_cores": (cpu1[1] - cpu0[1]) / (t1 - t0),
                 "command": " ".join(command)}
     finally:
         proc.terminate()
@@ -156,6 +161,8 @@ def write_report(r: dict[str, Any], invocation: str) -> str:
         f"(target >= 50: {'met' if ok_speed else 'NOT met'})",
         f"- assembly (`to_storage`, streamed + SHA-256): {r['assemble_s']:.1f} s; end to end "
         f"{r['total_mb_s']:.0f} MB/s",
+        f"- CPU while uploading: server {r['server_cores']:.2f} cores, this client "
+        f"{r['client_cores']:.2f} cores (both on the same 2 cores)",
         f"- server RSS: {r['rss_before_mib']:.0f} MiB before, peak {r['rss_peak_mib']:.0f} MiB, "
         f"growth **{r['rss_growth_mib']:.0f} MiB** (target < 64: "
         f"{'met' if ok_rss else 'NOT met'})", "", ""])

@@ -89,11 +89,16 @@ def open_json(key: bytes, envelope: object) -> tuple[bytes, dict[str, object]]:
     """Returns ``(iv, obj)`` where the plaintext must be UTF-8 JSON text of an object.
 
     Raises EnvelopeError like open_envelope, also for non-object or non-JSON plaintext
-    (NaN and Infinity included: they are not JSON).
+    (NaN and Infinity included: they are not JSON). A dict ``envelope`` is emptied
+    once decrypted: for an upload chunk its ~15 MB ciphertext text is then freed
+    before the plaintext is parsed (the caller parsed it and keeps no other use).
     """
     iv, plaintext = open_envelope(key, envelope)
+    if isinstance(envelope, dict):
+        envelope.clear()
     try:
         obj = _loads(plaintext)
+        del plaintext
     except (ValueError, RecursionError):
         raise EnvelopeError(DECRYPT_FAILED) from None
     if not isinstance(obj, dict):
