@@ -38,7 +38,7 @@ from sealskin.api.stores import StoreHandlers
 from sealskin.api.routes import Handlers, routes
 from sealskin.blocking import Pool
 from sealskin.httpbody import LimitedRequest, limited_request_factory
-from sealskin.crypto import keys
+from sealskin.crypto import cookies, keys
 from sealskin.crypto.secretbox import SecretKeeper
 from sealskin.crypto.sessions import CryptoSessions, RateLimiter
 from sealskin.orchestration.bootstrap import bootstrap_admin
@@ -119,6 +119,7 @@ class SealskinService(Service):
         self.server_public_pem = keys.public_pem(self.server_key)
         sqlite.migrate(self.paths.db)
         self.secrets = SecretKeeper.load_or_create(self.paths.secret_key)
+        self.cookie_key = cookies.load_or_create_key(os.path.join(self.paths.keys, "cookie.key"))
         self._tls_paths()
         self._build()
         self.ports: list[IListeningPort] = []
@@ -164,7 +165,8 @@ class SealskinService(Service):
             Limits(launch_timeout_seconds=cfg.launch_timeout_seconds,
                    token_ttl_seconds=cfg.access_token_ttl_seconds,
                    idle_seconds=cfg.session_idle_seconds, max_seconds=cfg.session_max_seconds,
-                   default_session_limit=cfg.default_session_limit))
+                   default_session_limit=cfg.default_session_limit),
+            cookie_key=self.cookie_key)
         self.sessions.on_ended = self._remove_ephemeral
         planner = Planner(self.store, self.homes, self.work, ephemeral_root=self.paths.ephemeral,
                           gpus=host.gpus,

@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from sealskin import authz
+from sealskin.crypto import cookies
 from sealskin.errors import ApiError, Kind
 from sealskin.model import InstalledApp, Principal, SessionRecord, SessionRoute
 from sealskin.orchestration.launching import LaunchPlan
@@ -31,7 +32,6 @@ from sealskin.store import Store
 
 log = Logger()
 
-MAX_COOKIES_PER_SESSION = 32
 MAX_TOKENS_PER_SESSION = 8
 NOT_FOUND = "Session not found or permission denied."
 
@@ -76,7 +76,10 @@ class Sessions:
     """Owns every session's lifecycle. Implements ``proxy.SessionDirectory``."""
 
     def __init__(self, store: Store, provider: Provider, readiness: Readiness,
-                 sealer: Sealer, clock: IReactorTime, limits: Limits) -> None:
+                 sealer: Sealer, clock: IReactorTime, limits: Limits, *,
+                 cookie_key: bytes) -> None:
+        self._cookie_key = cookie_key
+        self._start_callbacks: list[Callable[[SessionRoute], None]] = []
         self._store = store
         self._provider = provider
         self._readiness = readiness
@@ -109,21 +112,13 @@ class Sessions:
         if match is None:
             return None
         del live.tokens[match]  # single use
-        cookie = secrets.token_urlsafe(32)
-        digests = (*live.record.cookie_digests, _digest(cookie))[-MAX_COOKIES_PER_SESSION:]
-        live.record = attrs.evolve(live.record, cookie_digests=digests)
-        await self._store.set_session(live.record)
-        return cookie
+        return cookies.issue(self._cookie_key, session_id)
 
     def admit(self, session_id: str, cookie_value: str) -> bool:
-        live = self._live.get(session_id)
-        if live is None:
-            return False
-        offered = _digest(cookie_value)
-        ok = False
-        for digest in live.record.cookie_digests:
-            ok |= hmac.compare_digest(digest, offered)
-        return ok
+        """A cookie issued for this live session (HMAC: survives restarts, names one
+        session, and any proxy process holding the key can check it)."""
+        return (session_id in self._live
+                and cookies.valid(self._cookie_key, session_id, cookie_value))
 
     def touch(self, session_id: str) -> None:
         live = self._live.get(session_id)
@@ -132,6 +127,13 @@ class Sessions:
 
     def on_session_end(self, callback: Callable[[str], None]) -> None:
         self._end_callbacks.append(callback)
+
+    def on_session_start(self, callback: Callable[[SessionRoute], None]) -> None:
+        """Registers ``callback(route)``, called when a session becomes routable."""
+        self._start_callbacks.append(callback)
+
+    def routes(self) -> list[SessionRoute]:
+        return [live.route for live in self._live.values()]
 
     # -- queries ---------------------------------------------------------------
 
@@ -235,6 +237,8 @@ class Sessions:
     def _adopt(self, record: SessionRecord, credentials: str) -> None:
         route = SessionRoute(record.id, record.host, record.port, _basic(credentials))
         self._live[record.id] = _Live(record, route, last_seen=self._clock.seconds())
+        for callback in self._start_callbacks:
+            callback(route)
 
     # -- stop, reap, reconcile ---------------------------------------------------
 

@@ -20,7 +20,8 @@ class SessionDirectory(Protocol):
     async def redeem(self, session_id: str, access_token: str) -> str | None:
         """Consumes a single-use access token; returns a fresh cookie value, or None.
 
-        The cookie value is persisted (as a digest) so it survives a restart.
+        The cookie is an HMAC under a key kept in the data directory, so it survives
+        a restart and every proxy process can check it.
         """
         ...
 
