@@ -121,6 +121,9 @@ SETTINGS: tuple[Setting, ...] = (
             _non_negative_float),
     Setting("proxy-timeout-seconds", "60", "Upstream response timeout of the session "
             "proxy (504 after it).", _non_negative_float),
+    Setting("proxy-workers", "0", "Extra processes serving session traffic on the TLS "
+            "port (0 = the main process only; try the number of cores minus one).",
+            lambda text: max(0, int(text))),
     Setting("access-log", "false", "Log one line per HTTP request on both ports (costs "
             "~15% of the CPU under load; access tokens are redacted).", _bool),
     Setting("ws-max-message-bytes", str(16 * MiB), "Largest WebSocket message relayed.",

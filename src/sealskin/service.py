@@ -60,6 +60,8 @@ from sealskin.proxy import tls
 from sealskin.proxy.http import HttpLimits, StreamingRequest
 from sealskin.proxy.ws import WsLimits
 from sealskin.proxy.site import build_root, build_site
+from sealskin.proxy.worker import WorkerConfig
+from sealskin.workers import InternalRoot, ProxyWorkers
 from sealskin.store import sqlite
 
 log = Logger()
@@ -123,6 +125,8 @@ class SealskinService(Service):
         self._tls_paths()
         self._build()
         self.ports: list[IListeningPort] = []
+        self.workers: ProxyWorkers | None = None
+        self.internal_port: Any = None
         self.timers = [
             TimerService(60, self.crypto.sweep),
             TimerService(30, lambda: Deferred.fromCoroutine(self.sessions.reap())),
@@ -290,6 +294,10 @@ class SealskinService(Service):
         return ApiSite(root, request_factory=self._request_factory(),
                        access_log=self.cfg.access_log)
 
+    def _api_port_root(self) -> IResource:
+        """The API port's tree: ``/public`` and the API."""
+        return WithPublic(self.api, self.public)
+
     def _tls_root(self) -> IResource:
         cfg = self.cfg
         self.proxy_root = build_root(
@@ -323,7 +331,7 @@ class SealskinService(Service):
             timer.startService()
         api_ep = self.cfg.api_endpoint or f"tcp:{self.cfg.api_port}"
         self.ports.append(await endpoints.serverFromString(self.reactor, api_ep).listen(
-            self._site(WithPublic(self.api, self.public))))
+            self._site(self._api_port_root())))
         self.ports.append(await self._listen_tls())
         await bootstrap_admin(self.store, self.principals, self.work,
                               config_path=self.paths.admin_json,
@@ -345,7 +353,27 @@ class SealskinService(Service):
             port: IListeningPort = await ep.listen(site)
         else:  # plain or systemd-activated socket: we add TLS ourselves
             port = await ep.listen(TLSMemoryBIOFactory(ctx, False, site))
+        if self.cfg.proxy_workers:
+            await self._start_workers(port)
         return port
+
+    async def _start_workers(self, tls_port: IListeningPort) -> None:
+        """Extra processes on the same socket (sealskin.proxy.worker); they reach us
+        on a loopback listener guarded by a per-start secret."""
+        cfg = self.cfg
+        self.workers = ProxyWorkers(self.reactor, self.sessions, cfg.proxy_workers)
+        internal = InternalRoot(self.workers.secret, self.sessions, self._api_port_root())
+        endpoint = endpoints.serverFromString(self.reactor, "tcp:0:interface=127.0.0.1")
+        self.internal_port = await endpoint.listen(self._site(internal))
+        self.workers.start(tls_port.fileno(), WorkerConfig(  # type: ignore[attr-defined]  # TCP ports have fileno()
+            cert=str(self.tls_cert), key=str(self.tls_key),
+            cookie_key_path=os.path.join(self.paths.keys, "cookie.key"),
+            internal_port=_port_number(self.internal_port),
+            internal_secret=self.workers.secret, max_body_bytes=cfg.max_body_bytes,
+            max_upload_body_bytes=cfg.max_upload_body_bytes,
+            proxy_timeout_seconds=cfg.proxy_timeout_seconds,
+            ws_ping_seconds=cfg.ws_ping_seconds, ws_max_message_bytes=cfg.ws_max_message_bytes,
+            access_log=cfg.access_log))
 
     @property
     def api_port(self) -> int:
@@ -358,6 +386,9 @@ class SealskinService(Service):
     async def stop(self) -> None:
         """Listeners, timers, in-flight work, pools, store (STYLE.md section 10)."""
         self.running = 0
+        if self.workers is not None:  # they listen on our socket: first to go
+            await self.workers.stop()
+            await self.internal_port.stopListening()
         for port in self.ports:
             stopped = port.stopListening()  # IListeningPort allows None; TCP ports return a Deferred
             if stopped is not None:

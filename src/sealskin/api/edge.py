@@ -89,6 +89,11 @@ def render_json(request: IRequest, value: object, status: int = 200) -> bytes:
 
 
 def client_address(request: IRequest) -> str:
+    """The client's address; for requests relayed by a proxy worker, the one it saw
+    (set by the primary's internal listener after checking the worker's secret)."""
+    forwarded = getattr(request, "forwarded_for", None)
+    if isinstance(forwarded, str):
+        return forwarded
     peer = request.getClientAddress()
     return str(getattr(peer, "host", "unknown"))
 

@@ -325,9 +325,9 @@ class HttpForwarder:
     def render(self, request: server.Request, session_id: str, route: SessionRoute) -> int:
         """Proxies a request whose (small or empty) body was buffered by Twisted."""
         body = request.content.read() if request.content is not None else b""
-        upload: _BytesBody | None = None
+        upload: BytesBody | None = None
         if body:
-            upload = _BytesBody(body)
+            upload = BytesBody(body)
         assert request.method is not None and request.uri is not None
         exchange = Exchange(self, request, session_id, route, request.method, request.uri, upload)
         exchange.request_ready()
@@ -380,7 +380,7 @@ class HttpForwarder:
 
 
 @implementer(IBodyProducer)
-class _BytesBody:
+class BytesBody:
     """A small body already in memory (Twisted buffered it: no streaming was possible)."""
 
     def __init__(self, body: bytes) -> None:
@@ -423,7 +423,7 @@ class Exchange:
 
     def __init__(self, forwarder: HttpForwarder, request: server.Request, session_id: str,
                  route: SessionRoute, method: bytes, uri: bytes,
-                 body: UploadStream | _BytesBody | None) -> None:
+                 body: UploadStream | BytesBody | None) -> None:
         self._forwarder = forwarder
         self.request = request
         self.session_id = session_id
