@@ -130,16 +130,33 @@ def _ms(text: str) -> float:
     return value / 1000 if text.endswith("us") else value * 1000 if re.search(r"\ds$", text) else value
 
 
+def _family(pid: int) -> list[int]:
+    """A process and its children (the server's --proxy-workers)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [pid, *(int(c) for c in f.read().split())]
+    except OSError:
+        return [pid]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    return sum(common.cpu_seconds(p) for p in _family(pid))
+
+
+def tree_rss_bytes(pid: int) -> int:
+    return sum(common.rss_bytes(p)["VmRSS"] for p in _family(pid))
+
+
 def wrk(url: str, headers: Sequence[str], seconds: float, pids: dict[str, int],
         cid: str) -> dict[str, Any]:
     cmd = ["wrk", "-t2", "-c50", f"-d{seconds:g}s", "--latency"]
     for h in headers:
         cmd += ["-H", h]
     subprocess.run([*cmd[:3], "-d2s", url], capture_output=True, timeout=60)  # warm-up
-    cpu0 = {name: common.cpu_seconds(pid) for name, pid in pids.items()}
+    cpu0 = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
     back0 = container_cpu_seconds(cid)
     out = subprocess.run([*cmd, url], capture_output=True, text=True, timeout=seconds + 60).stdout
-    cpu = {name: 100 * (common.cpu_seconds(pid) - cpu0[name]) / seconds for name, pid in pids.items()}
+    cpu = {name: 100 * (tree_cpu_seconds(pid) - cpu0[name]) / seconds for name, pid in pids.items()}
     cpu["backend"] = 100 * (container_cpu_seconds(cid) - back0) / seconds
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
@@ -156,7 +173,7 @@ def ws(url: str, headers: Sequence[str], size: int, seconds: float, procs: int, 
            "--seconds", f"{seconds:g}", "--procs", str(procs), "--window", str(window)]
     for h in headers:
         cmd += ["--header", h]
-    cpu0 = {name: common.cpu_seconds(pid) for name, pid in pids.items()}
+    cpu0 = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
     back0 = container_cpu_seconds(cid)
     t0 = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
@@ -165,7 +182,7 @@ def ws(url: str, headers: Sequence[str], size: int, seconds: float, procs: int, 
         raise RuntimeError(f"ws_bench failed: {out.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     # whole-run averages (connect + warm-up + window): a lower bound of the busy share
-    result["cpu"] = {name: 100 * (common.cpu_seconds(pid) - cpu0[name]) / elapsed
+    result["cpu"] = {name: 100 * (tree_cpu_seconds(pid) - cpu0[name]) / elapsed
                      for name, pid in pids.items()}
     result["cpu"]["backend"] = 100 * (container_cpu_seconds(cid) - back0) / elapsed
     return result
@@ -176,14 +193,14 @@ def idle_memory(url: str, headers: Sequence[str], pid: int, count: int) -> dict[
     for h in headers:
         cmd += ["--header", h]
     time.sleep(1)
-    before = common.rss_bytes(pid)["VmRSS"]
+    before = tree_rss_bytes(pid)
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         if not line.startswith("open"):
             raise RuntimeError("the idle WebSocket client failed")
         time.sleep(3)
-        after = common.rss_bytes(pid)["VmRSS"]
+        after = tree_rss_bytes(pid)
     finally:
         if proc.stdin:
             proc.stdin.close()
@@ -211,7 +228,8 @@ def report(r: dict[str, Any], facts: dict[str, str], command: str, args: argpars
         "Backend: `sealskin/bench-backend` (bench/backend/echo.c: epoll, 2 threads, fixed "
         "88-byte HTML answer, RFC 6455 echo), launched as a real session. *direct* = plain "
         "HTTP/WS to the container's bridge address; *SealSkin* = TLS session port with the "
-        "session cookie; *Caddy* = `reverse_proxy` to the same container, TLS with the same "
+        f"session cookie, served by the primary and {args.proxy_workers} `--proxy-workers` "
+        "process(es) sharing the socket (its CPU column sums them); *Caddy* = `reverse_proxy` to the same container, TLS with the same "
         "self-signed certificate.",
         "",
         f"### HTTP, small response (`wrk -t2 -c50 -d{args.seconds:g}s --latency`)",
@@ -244,6 +262,7 @@ def report(r: dict[str, Any], facts: dict[str, str], command: str, args: argpars
     m = r["memory"]
     lines += ["", "### Memory per idle WebSocket (through SealSkin)", "",
               f"{m['count']} idle WebSockets (TLS, cookie, bridged to the app): server VmRSS "
+              f"(primary + {args.proxy_workers} proxy worker(s)) "
               f"{m['before'] / 2**20:.1f} MiB -> {m['after'] / 2**20:.1f} MiB, "
               f"**{m['per_conn_kib']:.1f} KiB per WebSocket** (target <= 64 KiB; browser "
               "side + app side + TLS state).", "",
@@ -292,7 +311,8 @@ implemented."""
 
 
 def run(args: argparse.Namespace, root: Path, server_id: str) -> dict[str, Any]:
-    server = common.Server(root / "data", args=[*SERVER_ARGS, "--server-id", server_id])
+    server = common.Server(root / "data", args=[*SERVER_ARGS, "--server-id", server_id,
+                                                "--proxy-workers", str(args.proxy_workers)])
     caddy: Caddy | None = None
     api: Api | None = None
     r: dict[str, Any] = {}
@@ -339,6 +359,8 @@ def run(args: argparse.Namespace, root: Path, server_id: str) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=15.0, help="each timed window")
+    p.add_argument("--proxy-workers", type=int, default=1,
+                   help="the server's --proxy-workers (CPU and memory sum all its processes)")
     p.add_argument("--ws-procs", type=int, default=2, help="WebSocket client processes")
     p.add_argument("--window", type=int, default=4, help="WebSocket messages in flight per connection")
     p.add_argument("--idle", type=int, default=1000, help="idle WebSockets for the memory figure")
