@@ -12,6 +12,8 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip wheel
 	$(BIN)/pip install -q -e '.[test]'
+	# the editable install does not put twisted/plugins/ on twistd's plugin path
+	echo "$(CURDIR)" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/sealskin-plugin-dev.pth"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -123,7 +123,7 @@ class _Redeem(Resource):
                 body = json.loads(request.content.read() if request.content else b"{}")
                 cookie = await self._sessions.redeem(str(body["session_id"]),
                                                      str(body["access_token"]))
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 cookie = None
             request.setHeader(b"content-type", b"application/json")
             if cookie is None:

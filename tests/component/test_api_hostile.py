@@ -243,3 +243,21 @@ async def test_every_initiate_answer_is_fresh_and_verifies(admin: Client) -> Non
                    PSS, hashes.SHA256())
         nonces.add(body["nonce"])
     assert len(nonces) == 40
+
+
+@pytest_twisted.ensureDeferred
+async def test_deeply_nested_json_is_400_not_500(admin: Client) -> None:
+    deep = b"[" * 100_000
+    r = await admin.raw("POST", "/api/handshake/exchange", body=deep, token=None,
+                        session=False)
+    assert r.status == 400
+    await admin.handshake()
+    r = await admin.raw("POST", "/api/admin/users", body=deep)
+    assert r.status == 400
+    inner = admin.seal({"x": 1})  # a valid envelope around deeply nested plaintext
+    sealed = json.loads(inner)
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    iv = os.urandom(12)
+    sealed = {"iv": b64(iv), "ciphertext": b64(AESGCM(admin.key).encrypt(iv, deep, None))}
+    r = await admin.raw("POST", "/api/admin/users", body=json.dumps(sealed).encode())
+    assert r.status == 400

@@ -464,3 +464,14 @@ async def test_registry_reads_the_config_digest_for_this_platform() -> None:
             await registry.latest_id(f"{host}/team/missing:1")
     finally:
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unknown_template_is_refused_on_install(server: Any) -> None:
+    from server_harness import admin_client
+
+    admin = admin_client(server)
+    r = await admin.call("POST", "/api/admin/apps/installed", {
+        "name": "T", "app_template": "NoSuch",
+        "provider_config": {"image": "sealskin/probe:latest", "port": 3000}})
+    assert r.status == 422 and "NoSuch" in r.detail

@@ -26,14 +26,20 @@ class AppHandlers:
                         "last_checked_at": checked, "pull_status": pulling})
         return out
 
+    async def _known_template(self, name: str) -> None:
+        if name not in {t.name for t in await self._catalogue.templates()}:
+            raise wire.invalid(f"Template '{name}' does not exist.")
+
     async def install(self, call: Call) -> wire.Json:
         app = apps_wire.installed_app(call.body)
+        await self._known_template(app.app_template)
         app = await self._catalogue.install(call.caller.username, app)
         return {**apps_wire.app_json(app),
                 "refused_overrides": self._catalogue.refused_overrides(app)}
 
     async def update(self, call: Call, app_id: str) -> wire.Json:
         app = apps_wire.installed_app(call.body, app_id=wire.name(app_id, "app_id"))
+        await self._known_template(app.app_template)
         app = await self._catalogue.update(call.caller.username, app)
         return {**apps_wire.app_json(app),
                 "refused_overrides": self._catalogue.refused_overrides(app)}

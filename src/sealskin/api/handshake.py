@@ -75,7 +75,7 @@ class HandshakeHandlers:
         self._admit(request)
         try:
             body = json.loads(request.content.read() if request.content else b"")
-        except ValueError:
+        except (ValueError, RecursionError):  # deeply nested garbage is still garbage
             raise ApiError(Kind.HANDSHAKE, "Failed to decrypt session key") from None
         if not isinstance(body, dict):
             raise ApiError(Kind.HANDSHAKE, "Failed to decrypt session key")

@@ -114,7 +114,7 @@ class AppsOptions(Noun):
              ("installed", Empty, "installed apps and their image status"),
              ("install", _Install, "install an app"),
              ("update", _Update, "replace an installed app from a JSON file"),
-             ("remove", _OneArg, "remove an installed app"))
+             ("remove", _OneArg, "remove an installed app: ID (see `apps installed`)"))
 
 
 # -- running ---------------------------------------------------------------------

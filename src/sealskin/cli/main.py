@@ -250,9 +250,15 @@ async def _app_id(c: ApiClient, app: str) -> str:
     """An app id from an id or a (case-insensitive) name the caller may launch."""
     apps = _json(await c.call("POST", "/api/applications", {}))
     for a in apps:
-        if app in (a["id"],) or a["name"].lower() == app.lower():
+        if a["id"] == app:
             return str(a["id"])
-    raise usage.UsageError(f"no launchable app named {app!r}")
+    named = [a for a in apps if a["name"].lower() == app.lower()]
+    if len(named) > 1:
+        raise usage.UsageError(f"several apps are named {app!r}; launch one by id: "
+                               + ", ".join(str(a["id"]) for a in named))
+    if not named:
+        raise usage.UsageError(f"no launchable app named {app!r}")
+    return str(named[0]["id"])
 
 
 def _session_base(c: ApiClient) -> str:

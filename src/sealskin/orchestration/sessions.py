@@ -331,7 +331,8 @@ def _launch_error(e: BaseException, step: str) -> ApiError:
             return ApiError(Kind.UNAVAILABLE, "Docker is unreachable; try again shortly.")
         if e.step == "readiness" and "in time" in e.detail:
             return ApiError(Kind.TIMEOUT, "Container failed to become ready in time.")
-        return ApiError(Kind.BAD_GATEWAY, f"Launch failed at step '{e.step}': {e.detail}.")
+        detail = e.detail.rstrip(".")
+        return ApiError(Kind.BAD_GATEWAY, f"Launch failed at step '{e.step}': {detail}.")
     log.failure("launch failed at step {step}", step=step)
     return ApiError(Kind.INTERNAL, "internal error")
 
