@@ -76,8 +76,19 @@ def open_envelope(key: bytes, envelope: object) -> tuple[bytes, bytes]:
 
 
 def dumps_compact(obj: Mapping[str, object]) -> bytes:
-    """Compact UTF-8 JSON, as upstream's JSON responses are (no spaces, no ASCII escaping)."""
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON, as upstream's JSON responses are (no spaces, no ASCII escaping).
+
+    Big bodies (an upload chunk is an 11 MB string) go through orjson, ~10x faster
+    than the standard encoder's character-by-character escaping; the output is the
+    same JSON text.
+    """
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")) \
+        if _small(obj) else None
+    return text.encode() if text is not None else orjson.dumps(obj)
+
+
+def _small(obj: Mapping[str, object]) -> bool:
+    return not any(isinstance(v, str) and len(v) >= FAST_JSON_BYTES for v in obj.values())
 
 
 def seal_json(key: bytes, obj: Mapping[str, object]) -> bytes:
