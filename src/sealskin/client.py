@@ -15,15 +15,15 @@ from urllib.parse import urlencode
 
 import attrs
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IConsumer, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.ssl import CertificateOptions
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS
+from twisted.web.iweb import IAgent, IPolicyForHTTPS
 from zope.interface import implementer
 
 from sealskin.crypto import HandshakeError, envelope, handshake, keys, tokens
+from sealskin.httpbody import BytesBody
 
 _FIELDS = ("server_endpoint", "api_port", "session_port", "username", "private_key",
            "server_public_key")
@@ -216,7 +216,7 @@ class ApiClient:
         sent = Headers()
         for name, value in (headers or {}).items():
             sent.addRawHeader(name, value)
-        producer = None if body is None else _BytesProducer(body)
+        producer = None if body is None else BytesBody(body)
         response = await self._http.request(method, url, data=producer, headers=sent)
         data: bytes = await response.content()
         found = {
@@ -233,28 +233,6 @@ def _agent(reactor: IReactorTime, tls_verify: bool) -> IAgent:
         policy = BrowserLikePolicyForHTTPS()
     pool = HTTPConnectionPool(reactor, persistent=False)
     return Agent(reactor, contextFactory=policy, pool=pool)
-
-
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """Writes a body at once; treq's default producer would schedule on the global reactor."""
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._body)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 def _default_base_url(config: ClientConfig) -> str:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IConsumer
+from twisted.web.iweb import IBodyProducer
 from twisted.web.server import Request
+from zope.interface import implementer
 
-__all__ = ["LimitedRequest", "limited_request_factory"]
+__all__ = ["BytesBody", "LimitedRequest", "limited_request_factory"]
 
 _TOO_LARGE = b'{"detail": "Request body too large."}'
 
@@ -65,3 +69,27 @@ def limited_request_factory(max_body_bytes: int, max_bodies: Mapping[bytes, int]
                 {"max_body_bytes": max_body_bytes, "max_bodies": dict(max_bodies)})
 
 
+@implementer(IBodyProducer)
+class BytesBody:
+    """A body already in memory, written at once (for ``Agent`` requests).
+
+    treq's default producer would schedule on the global cooperator; a buffered
+    body has nothing to stream anyway.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass

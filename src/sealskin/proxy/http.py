@@ -35,7 +35,6 @@ from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 
 import attrs
-from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, HostnameEndpoint
 from twisted.internet.interfaces import (
@@ -56,7 +55,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from sealskin.httpbody import LimitedRequest
+from sealskin.httpbody import BytesBody, LimitedRequest
 from sealskin.model import SessionRoute
 from sealskin.proxy import SessionDirectory
 from sealskin.proxy.gate import ACCESS_TOKEN, Gate, json_error, query_without
@@ -377,28 +376,6 @@ class HttpForwarder:
         if host:
             out.setRawHeaders(b"x-forwarded-host", [host[0]])
         return out
-
-
-@implementer(IBodyProducer)
-class BytesBody:
-    """A small body already in memory (Twisted buffered it: no streaming was possible)."""
-
-    def __init__(self, body: bytes) -> None:
-        self._body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self._body)
-        return defer.succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 def _connection_tokens(headers: Headers) -> frozenset[bytes]:

@@ -39,10 +39,10 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
 from sealskin.crypto import cookies
-from sealskin.httpbody import limited_request_factory
+from sealskin.httpbody import BytesBody, limited_request_factory
 from sealskin.model import SessionRoute
 from sealskin.proxy import tls
-from sealskin.proxy.http import BytesBody, HttpLimits, StreamingRequest
+from sealskin.proxy.http import HttpLimits, StreamingRequest
 from sealskin.proxy.site import build_root, build_site
 from sealskin.proxy.ws import WsLimits
 
