@@ -18,7 +18,7 @@ from twisted.web.client import FileBodyProducer, ResponseDone
 from twisted.web.http_headers import Headers
 
 from sealskin.proxy.http import HttpLimits
-from test_proxy_support import fetch, open_session, pattern_bytes, proxy_cert, proxy_make, reactor, wait_for
+from test_proxy_support import APP_AUTH, fetch, open_session, pattern_bytes, proxy_cert, proxy_make, reactor, wait_for
 
 __all__ = ["proxy_cert", "proxy_make"]
 
@@ -276,3 +276,107 @@ async def test_session_end_answers_a_waiting_request_503(proxy_make: Any) -> Non
     env.directory.end(env.session_id)
     response, body = await pending
     assert response.code == 503 and json.loads(body)["detail"]
+
+
+class ScriptedApp(Protocol):
+    """A raw HTTP app: answers each request head with the next scripted bytes; a script of
+    ``b"CLOSE"`` closes the connection after answering the previous request (stale reuse)."""
+
+    def __init__(self, factory: ScriptedFactory) -> None:
+        self._factory = factory
+        self._buffer = b""
+
+    def connectionMade(self) -> None:
+        self._factory.connections.append(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        while b"\r\n\r\n" in self._buffer:
+            head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+            self._factory.heads.append(head)
+            answer = self._factory.script.pop(0)
+            self.transport.write(answer)
+            if self._factory.script and self._factory.script[0] == b"CLOSE":
+                self._factory.script.pop(0)
+                self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._factory.connections.remove(self)
+
+
+class ScriptedFactory(ClientFactory):
+    def __init__(self, script: list[bytes]) -> None:
+        self.script = script
+        self.heads: list[bytes] = []
+        self.connections: list[ScriptedApp] = []
+        self.port = 0
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return ScriptedApp(self)
+
+
+async def scripted(proxy_make: Any, script: list[bytes]) -> tuple[Any, ScriptedFactory, dict[bytes, list[bytes]]]:
+    app = ScriptedFactory(script)
+    port = reactor.listenTCP(0, app, interface="127.0.0.1")
+    app.port = port.getHost().port
+    env = await proxy_make(app_port=port.getHost().port)
+    env._ports.append(port)
+    cookie = {b"cookie": [(await open_session(env)).encode()]}
+    return env, app, cookie
+
+
+OK_2 = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pooled_connection_the_app_closed_is_retried_on_a_fresh_one(proxy_make: Any) -> None:
+    env, app, cookie = await scripted(proxy_make, [OK_2, b"CLOSE", OK_2])
+    for _ in range(2):
+        response, body = await fetch(env, b"GET", f"/{env.session_id}/x", cookie)
+        assert (response.code, body) == (200, b"ok")
+    assert env.root.http.pool.dialled == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_chunked_and_close_delimited_answers_are_relayed_whole(proxy_make: Any) -> None:
+    env, app, cookie = await scripted(proxy_make, [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", b"CLOSE",
+        OK_2,
+    ])
+    for expected in (b"abcde", b"until the end", b"ok"):
+        response, body = await fetch(env, b"GET", f"/{env.session_id}/x", cookie)
+        assert (response.code, body) == (200, expected)
+    assert env.root.http.pool.dialled == 2  # the close-delimited answer's connection was not reused
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_malformed_app_answer_is_502_and_its_connection_dropped(proxy_make: Any) -> None:
+    env, app, cookie = await scripted(proxy_make, [b"HTTP/1.1 2xx Broken\r\n\r\n", OK_2])
+    response, body = await fetch(env, b"GET", f"/{env.session_id}/x", cookie)
+    assert response.code == 502 and json.loads(body)["detail"]
+    response, body = await fetch(env, b"GET", f"/{env.session_id}/x", cookie)
+    assert (response.code, body) == (200, b"ok")
+    assert env.root.http.pool.dialled == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_upstream_head_carries_our_headers_only(proxy_make: Any) -> None:
+    env, app, cookie = await scripted(proxy_make, [OK_2])
+    headers = {**cookie, b"x-forwarded-for": [b"6.6.6.6"], b"connection": [b"x-drop"],
+               b"x-drop": [b"1"], b"authorization": [b"Basic forged"], b"x-keep": [b"yes"]}
+    cookie_line = cookie[b"cookie"][0] + b"; app=1"
+    headers[b"cookie"] = [cookie_line]
+    response, _ = await fetch(env, b"POST", f"/{env.session_id}/x?a=1&access_token=zzz", headers, b"")
+    assert response.code == 200
+    lines = app.heads[0].split(b"\r\n")
+    assert lines[0] == f"POST /{env.session_id}/x?a=1 HTTP/1.1".encode()
+    found = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b": ")
+        found.setdefault(name.lower(), []).append(value)
+    assert found[b"x-forwarded-for"] == [b"127.0.0.1"]
+    assert found[b"authorization"] == [APP_AUTH.encode()]
+    assert found[b"cookie"] == [b"app=1"] and found[b"x-keep"] == [b"yes"]
+    assert b"x-drop" not in found and b"connection" not in found
+    assert found[b"host"] == [f"127.0.0.1:{app.port}".encode()]

@@ -102,17 +102,12 @@ class Gate:
                         return None
         return None
 
-    def strip_cookies(self, headers: Headers) -> None:
-        """Removes SealSkin cookies, keeping the app's own (upstream-protocol 10 W11)."""
-        kept: list[bytes] = []
-        for line in headers.getRawHeaders(b"cookie", []):
-            for pair in line.split(b";"):
-                pair = pair.strip()
-                if pair and not self.is_ours(pair.partition(b"=")[0]):
-                    kept.append(pair)
-        headers.removeHeader(b"cookie")
-        if kept:
-            headers.setRawHeaders(b"cookie", [b"; ".join(kept)])
+    def app_cookies(self, lines: list[bytes]) -> list[bytes]:
+        """``Cookie`` header lines without SealSkin cookies, keeping the app's own
+        (upstream-protocol 10 W11); an empty list if nothing is left."""
+        kept = [pair for line in lines for pair in (p.strip() for p in line.split(b";"))
+                if pair and not self.is_ours(pair.partition(b"=")[0])]
+        return [b"; ".join(kept)] if kept else []
 
     async def redeem(self, request: Request, session_id: str, path: bytes, query: bytes) -> bytes:
         """Trades the URL's access token for a cookie: 303 without the token, or 403 JSON.

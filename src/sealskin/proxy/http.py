@@ -8,15 +8,16 @@ upstream and writes responses without backpressure (upstream-protocol 10 P2, P5)
   therefore asks the site, as soon as the headers are in (``gotLength``), whether a body
   belongs to an admitted session; if so the upstream request starts right away and each chunk
   goes straight to the upstream connection through :class:`UploadStream`, an ``IBodyProducer``.
-  When the upstream socket's buffer fills, Agent pauses that producer and we pause reading
-  from the client socket (TCP backpressure); on resume we read again. At most one socket read
-  (tens of KiB) is held while paused.
-* **Downloads stream.** The upstream response's transport is registered as a streaming
+  When the upstream socket's buffer fills, the transport pauses that producer and we pause
+  reading from the client socket (TCP backpressure); on resume we read again. At most one
+  socket read (tens of KiB) is held while paused.
+* **Downloads stream.** The upstream connection's transport is registered as a streaming
   producer on the client ``Request``; when the client socket's buffer fills, Twisted pauses it,
   so we stop reading from the upstream socket.
-* **Keep-alive.** One :class:`twisted.web.client.Agent` with a persistent
-  ``HTTPConnectionPool`` per proxy: idle connections are reused, at most
-  ``max_idle_per_upstream`` are kept per ``host:port``.
+* **Keep-alive.** :class:`~sealskin.proxy.upstream.UpstreamPool` keeps idle connections per
+  app (at most ``max_idle_per_upstream`` per ``host:port``); request heads are written as one
+  ``bytes`` and answers parsed by :mod:`sealskin.proxy.http1` (``Agent`` cost a third of the
+  proxy's CPU per small request).
 * **Headers.** Hop-by-hop headers (and those named in ``Connection``) are dropped both ways,
   client-sent ``X-Forwarded-*``/``Forwarded``/``X-Real-IP`` are dropped and ours are set, the app's
   Basic credentials replace any ``Authorization`` and SealSkin cookies never reach the app
@@ -30,43 +31,21 @@ for the end of the upload.
 from __future__ import annotations
 
 import io
-import ipaddress
-from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 
 import attrs
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, HostnameEndpoint
-from twisted.internet.interfaces import (
-    IConsumer,
-    IDelayedCall,
-    IPushProducer,
-    IReactorTCP,
-    IReactorTime,
-    IStreamClientEndpoint,
-)
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.client import URI, Agent, HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IBodyProducer, IResponse
-from zope.interface import implementer
 
-from sealskin.httpbody import BytesBody, LimitedRequest
+from sealskin.httpbody import LimitedRequest
 from sealskin.model import SessionRoute
 from sealskin.proxy import SessionDirectory
-from sealskin.proxy.gate import ACCESS_TOKEN, Gate, json_error, query_without
+from sealskin.proxy.gate import Gate
+from sealskin.proxy.exchange import Exchange, UploadStream, connection_tokens, is_hop
+from sealskin.proxy.upstream import UpstreamPool
 
 log = Logger()
-
-_HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"te", b"trailer", b"trailers", b"transfer-encoding",
-    b"upgrade", b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
-})
-# Client copies that we drop because we set or compute them ourselves.
 _REPLACED = frozenset({
     b"host", b"content-length", b"authorization", b"expect", b"forwarded", b"x-real-ip",
 })
@@ -185,110 +164,6 @@ def _no_delay(channel: object) -> None:
             pass
 
 
-def _pause_reading(request: server.Request) -> None:
-    producer = IPushProducer(request.channel.transport, None)
-    if producer is not None:
-        producer.pauseProducing()
-
-
-def _resume_reading(request: server.Request) -> None:
-    producer = IPushProducer(request.channel.transport, None)
-    if producer is not None:
-        producer.resumeProducing()
-
-
-@implementer(IBodyProducer)
-class UploadStream:
-    """Feeds a client request body to the upstream connection, pausing the client as needed.
-
-    Bytes that arrive before Agent starts us (while connecting) or while the upstream is paused
-    are kept in ``_pending`` and the client is paused; TCP then stops the sender, so ``_pending``
-    holds at most a few socket reads.
-    """
-
-    def __init__(self, request: server.Request, length: int | None) -> None:
-        self.length: int | object = UNKNOWN_LENGTH if length is None else length
-        self._request = request
-        self._consumer: IConsumer | None = None
-        self._pending: list[bytes] = []
-        self._paused = False
-        self._complete = False
-        self._stopped = False
-        self._done: Deferred[None] | None = None
-        self.sent: Deferred[None] = Deferred()
-        self.exchange: Exchange | None = None
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        self._consumer = consumer
-        self._done = Deferred()
-        self._flush()
-        return self._done
-
-    def pauseProducing(self) -> None:
-        self._paused = True
-        _pause_reading(self._request)
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        self._flush()
-
-    def stopProducing(self) -> None:
-        # IBodyProducer: the startProducing Deferred must never fire after this.
-        self._stopped = True
-        self._pending.clear()
-        if not self._complete:
-            _resume_reading(self._request)  # drain (and discard) the rest of the body
-
-    def data_received(self, data: bytes) -> None:
-        if self._stopped:
-            return
-        if self._consumer is None or self._paused or self._pending:
-            self._pending.append(data)
-            _pause_reading(self._request)
-            return
-        self._consumer.write(data)
-
-    def body_complete(self) -> bool:
-        self._complete = True
-        self._flush()
-        if self.exchange is not None:
-            self.exchange.request_ready()
-        return True
-
-    def _flush(self) -> None:
-        if self._stopped or self._consumer is None:
-            return
-        while self._pending and not self._paused:
-            self._consumer.write(self._pending.pop(0))
-        if self._paused:
-            return
-        if self._complete and not self._pending and self._done is not None:
-            done, self._done = self._done, None
-            done.callback(None)
-            self.sent.callback(None)
-        elif not self._complete:
-            _resume_reading(self._request)
-
-
-@implementer(IAgentEndpointFactory)
-class _DirectEndpoints:
-    """Dials upstream IP literals directly (no resolver thread); names go through the resolver."""
-
-    def __init__(self, reactor: IReactorTCP, connect_timeout_seconds: float) -> None:
-        self._reactor = reactor
-        self._timeout = connect_timeout_seconds
-
-    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
-        host = uri.host.decode("ascii")
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return HostnameEndpoint(self._reactor, uri.host, uri.port, timeout=self._timeout)
-        if address.version == 6:
-            return TCP6ClientEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
-        return TCP4ClientEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
-
-
 class HttpForwarder:
     """Proxies HTTP requests of admitted sessions and tracks them per session.
 
@@ -298,15 +173,13 @@ class HttpForwarder:
 
     def __init__(self, *, reactor: IReactorTCP, directory: SessionDirectory, gate: Gate,
                  limits: HttpLimits = HttpLimits()) -> None:
-        self._reactor = IReactorTime(reactor)
-        self._directory = directory
-        self._gate = gate
+        self.clock = IReactorTime(reactor)
+        self.directory = directory
+        self.gate = gate
         self.limits = limits
-        self._pool = HTTPConnectionPool(reactor, persistent=True)
-        self._pool.maxPersistentPerHost = limits.max_idle_per_upstream
-        self._pool.cachedConnectionTimeout = limits.idle_connection_seconds  # type: ignore[assignment]  # seconds, float is fine
-        self._agent = Agent.usingEndpointFactory(
-            reactor, _DirectEndpoints(reactor, limits.connect_timeout_seconds), pool=self._pool)
+        self.pool = UpstreamPool(reactor, max_idle_per_upstream=limits.max_idle_per_upstream,
+                                 idle_seconds=limits.idle_connection_seconds,
+                                 connect_timeout_seconds=limits.connect_timeout_seconds)
         self._in_flight: dict[str, set[Exchange]] = {}
         self.streamed_uploads = 0  # requests whose body went upstream while still arriving
         directory.on_session_end(self.end_session)
@@ -324,11 +197,8 @@ class HttpForwarder:
     def render(self, request: server.Request, session_id: str, route: SessionRoute) -> int:
         """Proxies a request whose (small or empty) body was buffered by Twisted."""
         body = request.content.read() if request.content is not None else b""
-        upload: BytesBody | None = None
-        if body:
-            upload = BytesBody(body)
         assert request.method is not None and request.uri is not None
-        exchange = Exchange(self, request, session_id, route, request.method, request.uri, upload)
+        exchange = Exchange(self, request, session_id, route, request.method, request.uri, body)
         exchange.request_ready()
         exchange.start()
         return server.NOT_DONE_YET
@@ -342,267 +212,55 @@ class HttpForwarder:
         """Aborts every in-flight exchange and closes pooled upstream connections."""
         for session_id in list(self._in_flight):
             self.end_session(session_id)
-        await self._pool.closeCachedConnections()
+        await self.pool.close()
 
     def in_flight(self, session_id: str) -> int:
         return len(self._in_flight.get(session_id, ()))
 
-    def _track(self, exchange: Exchange) -> None:
+    def track(self, exchange: Exchange) -> None:
         self._in_flight.setdefault(exchange.session_id, set()).add(exchange)
 
-    def _untrack(self, exchange: Exchange) -> None:
+    def untrack(self, exchange: Exchange) -> None:
         found = self._in_flight.get(exchange.session_id)
         if found is not None:
             found.discard(exchange)
             if not found:
                 del self._in_flight[exchange.session_id]
 
-    def _upstream_headers(self, request: server.Request, route: SessionRoute) -> Headers:
-        out = Headers()
-        named = _connection_tokens(request.requestHeaders)
-        for name, values in request.requestHeaders.getAllRawHeaders():
+    def request_head(self, request: server.Request, route: SessionRoute, method: bytes,
+                     target: bytes, body: bytes | UploadStream) -> bytes:
+        """The upstream request head (module doc, "Headers"), ending with its blank line."""
+        lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, _netloc(route).encode("ascii"))]
+        headers = request.requestHeaders
+        named = connection_tokens(headers)
+        for name, values in headers.getAllRawHeaders():
             low = name.lower()
-            if _is_hop(low, named) or low in _REPLACED or low.startswith(b"x-forwarded-"):
+            if is_hop(low, named) or low in _REPLACED or low.startswith(b"x-forwarded-"):
                 continue
-            out.setRawHeaders(name, list(values))
-        self._gate.strip_cookies(out)
-        out.setRawHeaders(b"authorization", [route.authorization.encode("latin-1")])
-        peer = request.getClientAddress()
-        client_ip = getattr(peer, "host", None)
+            if low == b"cookie":
+                values = self.gate.app_cookies(list(values))
+            lines.extend(b"%s: %s\r\n" % (name, value) for value in values)
+        lines.append(b"Authorization: %s\r\n" % route.authorization.encode("latin-1"))
+        client_ip = getattr(request.getClientAddress(), "host", None)
         if isinstance(client_ip, str):
-            out.setRawHeaders(b"x-forwarded-for", [client_ip.encode("ascii")])
-        out.setRawHeaders(b"x-forwarded-proto", [b"https"])
-        host = request.requestHeaders.getRawHeaders(b"host")
+            lines.append(b"X-Forwarded-For: %s\r\n" % client_ip.encode("ascii"))
+        lines.append(b"X-Forwarded-Proto: https\r\n")
+        host = headers.getRawHeaders(b"host")
         if host:
-            out.setRawHeaders(b"x-forwarded-host", [host[0]])
-        return out
-
-
-def _connection_tokens(headers: Headers) -> frozenset[bytes]:
-    return frozenset(token.strip().lower()
-                     for line in headers.getRawHeaders(b"connection", [])
-                     for token in line.split(b","))
-
-
-def _is_hop(low_name: bytes, named: frozenset[bytes]) -> bool:
-    return low_name in _HOP_BY_HOP or low_name.startswith(b"proxy-") or low_name in named
-
-
-def _copy_response_headers(upstream: Headers, into: Headers) -> None:
-    named = _connection_tokens(upstream)
-    for name, values in upstream.getAllRawHeaders():
-        if not _is_hop(name.lower(), named):
-            into.setRawHeaders(name, list(values))
-
-
-class Exchange:
-    """One proxied request: dial, send, relay the answer; abortable at any point."""
-
-    def __init__(self, forwarder: HttpForwarder, request: server.Request, session_id: str,
-                 route: SessionRoute, method: bytes, uri: bytes,
-                 body: UploadStream | BytesBody | None) -> None:
-        self._forwarder = forwarder
-        self.request = request
-        self.session_id = session_id
-        self._route = route
-        self._method = method
-        self._uri = uri
-        self._body = body
-        self._ready: Deferred[None] = Deferred()
-        self._pending: Deferred[IResponse] | None = None
-        self._timer: IDelayedCall | None = None
-        self._timed_out = False
-        self._aborted = False
-        self._client_gone = False
-        self._relay: _Relay | None = None
-
-    def start(self) -> None:
-        self._forwarder._track(self)
-        _ = self.request.notifyFinish().addErrback(self._client_lost)
-        self._forwarder._directory.touch(self.session_id)
-        _ = Deferred.fromCoroutine(self._run()).addErrback(self._crashed)
-
-    def request_ready(self) -> None:
-        """The client request has been parsed completely: the response may be written."""
-        if not self._ready.called:
-            self._ready.callback(None)
-
-    def abort(self) -> None:
-        """Session ended or shutdown: cancel the upstream request or cut both connections."""
-        self._aborted = True
-        if self._pending is not None:
-            self._pending.cancel()
-        if self._relay is not None:
-            self._relay.stop()
-            _abort_client(self.request)
-
-    def _client_lost(self, reason: Failure) -> None:
-        self._client_gone = True
-        if self._body is not None:
-            self._body.stopProducing()
-        if self._pending is not None:
-            self._pending.cancel()
-        if self._relay is not None:
-            self._relay.stop()
-        self._ready.cancel()
-
-    def _upstream_url(self) -> bytes:
-        path, sep, query = self._uri.partition(b"?")
-        query = query_without(query, ACCESS_TOKEN) if sep else b""
-        host = self._route.host.encode("ascii")
-        if b":" in host:
-            host = b"[" + host + b"]"
-        return b"http://%s:%d%s%s" % (host, self._route.port, path, b"?" + query if query else b"")
-
-    async def _run(self) -> None:
-        response = await self._send()
-        if response is None:
-            return
-        try:
-            await self._ready
-        except CancelledError:
-            pass
-        if self._aborted or self._client_gone:
-            response.deliverBody(_Discard())
-            self._done()
-            return
-        self._begin_response(response)
-
-    async def _send(self) -> IResponse | None:
-        headers = self._forwarder._upstream_headers(self.request, self._route)
-        try:
-            self._pending = self._forwarder._agent.request(
-                self._method, self._upstream_url(), headers, self._body)
-        except ValueError:
-            await self._answer_error(400, "Invalid request target.")
-            return None
-        if isinstance(self._body, UploadStream):
-            _ = self._body.sent.addCallback(lambda _: self._arm_timer())
+            lines.append(b"X-Forwarded-Host: %s\r\n" % host[0])
+        if isinstance(body, bytes):
+            if body or method in _BODY_METHODS:
+                lines.append(b"Content-Length: %d\r\n" % len(body))
+        elif body.known_length is not None:
+            lines.append(b"Content-Length: %d\r\n" % body.known_length)
         else:
-            self._arm_timer()
-        try:
-            return await self._pending
-        except Exception:  # CancelledError included: we are the only canceller
-            if isinstance(self._body, UploadStream):
-                self._body.stopProducing()  # drain the rest of the upload so we can answer
-            await self._answer_error(*self._failure_answer())
-            return None
-        finally:
-            self._pending = None
-            if self._timer is not None and self._timer.active():
-                self._timer.cancel()
-            self._timer = None
-
-    def _failure_answer(self) -> tuple[int, str]:
-        if self._timed_out:
-            return 504, "The application did not answer in time."
-        if self._aborted:
-            return 503, "The session has ended."
-        if not self._client_gone:
-            log.debug("upstream of session {session_id} unreachable", session_id=self.session_id)
-        return 502, "The application cannot be reached."
-
-    def _arm_timer(self) -> None:
-        if self._pending is None or self._client_gone:
-            return
-        self._timer = self._forwarder._reactor.callLater(
-            self._forwarder.limits.response_timeout_seconds, self._time_out)
-
-    def _time_out(self) -> None:
-        self._timer = None
-        self._timed_out = True
-        if self._pending is not None:
-            self._pending.cancel()
-
-    async def _answer_error(self, status: int, detail: str) -> None:
-        try:
-            await self._ready
-        except CancelledError:
-            pass
-        if self._client_gone or self.request.finished:
-            self._done()
-            return
-        if self.request.startedWriting:
-            _abort_client(self.request)
-        else:
-            self.request.write(json_error(self.request, status, detail))
-            self.request.finish()
-        self._done()
-
-    def _begin_response(self, response: IResponse) -> None:
-        request = self.request
-        request.defaultContentType = None
-        request.setResponseCode(response.code, response.phrase)
-        _copy_response_headers(response.headers, request.responseHeaders)
-        self._relay = _Relay(self)
-        response.deliverBody(self._relay)
-
-    def relay_finished(self, reason: Failure) -> None:
-        self._relay = None
-        if self._client_gone:
-            self._done()
-            return
-        if reason.check(ResponseDone, PotentialDataLoss) and not self._aborted:
-            self.request.finish()
-        else:
-            log.debug("upstream response of session {session_id} cut", session_id=self.session_id)
-            _abort_client(self.request)
-        self._done()
-
-    def _done(self) -> None:
-        self._forwarder._untrack(self)
-        self._forwarder._directory.touch(self.session_id)
-
-    def _crashed(self, failure: Failure) -> None:
-        log.failure("proxy exchange crashed", failure)
-        _abort_client(self.request)
-        self._done()
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
 
-def _abort_client(request: server.Request) -> None:
-    transport = request.channel.transport if request.channel is not None else None
-    abort: Callable[[], None] | None = getattr(transport, "abortConnection", None)
-    if abort is not None:
-        abort()
+_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 
 
-_RESPONSE_DONE = Failure(ResponseDone())
-
-
-class _Relay(Protocol):
-    """Writes the upstream body to the client; the upstream transport is the client's producer."""
-
-    def __init__(self, exchange: Exchange) -> None:
-        self._exchange = exchange
-        self._registered = False
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self._exchange.request.registerProducer(self.transport, True)
-        self._registered = True
-
-    def dataReceived(self, data: bytes) -> None:
-        self._exchange.request.write(data)
-
-    def connectionLost(self, reason: Failure = _RESPONSE_DONE) -> None:
-        if self._registered:
-            self._registered = False
-            request = self._exchange.request
-            if not request.finished and request.channel is not None:  # None once the client left
-                request.unregisterProducer()
-        self._exchange.relay_finished(reason)
-
-    def stop(self) -> None:
-        if self.transport is not None:
-            IPushProducer(self.transport).stopProducing()
-
-
-class _Discard(Protocol):
-    """Takes an upstream body nobody will read and closes that upstream connection."""
-
-    def connectionMade(self) -> None:
-        if self.transport is not None:
-            IPushProducer(self.transport).stopProducing()
-
-    def dataReceived(self, data: bytes) -> None:
-        pass
+def _netloc(route: SessionRoute) -> str:
+    return f"[{route.host}]:{route.port}" if ":" in route.host else f"{route.host}:{route.port}"
