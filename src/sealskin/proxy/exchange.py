@@ -8,6 +8,7 @@ the client when something fails.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -59,9 +60,12 @@ def _resume_reading(request: server.Request) -> None:
         producer.resumeProducing()
 
 
+_ORIGIN_FORM = re.compile(rb"/[\x21-\x7e\x80-\xff]*")
+
+
 def _valid_target(target: bytes) -> bool:
     """An origin-form target without spaces or control characters (never a header splice)."""
-    return target.startswith(b"/") and not any(byte <= 0x20 or byte == 0x7F for byte in target)
+    return _ORIGIN_FORM.fullmatch(target) is not None
 
 
 @implementer(IBodyProducer)
