@@ -2,7 +2,8 @@
 
 An envelope is ``{"iv": b64(12 bytes), "ciphertext": b64(ciphertext || 16-byte tag)}``,
 no associated data, standard padded base64. AES on big bodies is CPU work: the server
-moves bodies over its size threshold to the work pool.
+moves bodies over its size threshold to the work pool and opens them in place
+(:mod:`sealskin.crypto.inplace`).
 """
 
 from __future__ import annotations
@@ -107,20 +108,29 @@ def open_json(key: bytes, envelope: object) -> tuple[bytes, dict[str, object]]:
     iv, plaintext = open_envelope(key, envelope)
     if isinstance(envelope, dict):
         envelope.clear()
+    return iv, parse_object(plaintext)
+
+
+def parse_object(plaintext: bytes | bytearray, *, size: int | None = None,
+                 ) -> dict[str, object]:
+    """The JSON object that UTF-8 ``plaintext`` holds; EnvelopeError for anything else.
+
+    ``size``: of the plaintext this text stands for, which picks the parser
+    (``inplace`` parses a big plaintext without its big string).
+    """
     try:
-        obj = _loads(plaintext)
-        del plaintext
+        obj = _loads(plaintext, len(plaintext) if size is None else size)
     except (ValueError, RecursionError):
         raise EnvelopeError(DECRYPT_FAILED) from None
     if not isinstance(obj, dict):
         raise EnvelopeError(DECRYPT_FAILED)
-    return iv, obj
+    return obj
 
 
 FAST_JSON_BYTES = 1024 * 1024
 
 
-def _loads(plaintext: bytes) -> object:
+def _loads(plaintext: bytes | bytearray, size: int) -> object:
     """Exact stdlib parsing for ordinary bodies; orjson for big ones (upload chunks).
 
     orjson is ~4x faster on an 11 MB chunk but reads integers beyond 64 bits as
@@ -128,7 +138,7 @@ def _loads(plaintext: bytes) -> object:
     big bodies that only turns a refusal's wording from "not JSON" into "not an
     integer". Both refuse NaN, Infinity and invalid UTF-8.
     """
-    if len(plaintext) >= FAST_JSON_BYTES:
+    if size >= FAST_JSON_BYTES:
         return orjson.loads(plaintext)
     return json.loads(plaintext.decode("utf-8"), parse_constant=_refuse_constant)
 
