@@ -192,7 +192,7 @@ class SealskinService(Service):
             stores=self._build_stores(),
             files=self._build_files(planner),
         )
-        self.edge = Edge(self.crypto, self.principals)
+        self.edge = Edge(self.crypto, self.principals, self.work)
         self.api = build_api(self.edge, routes(handlers))
 
     def _build_stores(self) -> Any:

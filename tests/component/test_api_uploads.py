@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest_twisted
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from independent_client import Client
+from independent_client import Client, b64
 from server_harness import admin_client, start_server
 
 
@@ -223,3 +225,68 @@ async def test_abandoned_uploads_are_swept(tmp_path: Path) -> None:
         assert r.status == 404
     finally:
         await svc.stop()
+
+
+def compact(c: Client, text: bytes) -> bytes:
+    """``text`` sealed as the extension sends it: compact JSON (upstream-protocol 2.9), the
+    only shape the server opens in place."""
+    assert c.key is not None
+    iv = os.urandom(12)
+    ct = AESGCM(c.key).encrypt(iv, text, None)
+    return json.dumps({"iv": b64(iv), "ciphertext": b64(ct)}, separators=(",", ":")).encode()
+
+
+def chunk_text(uid: str, index: int, data_b64: str) -> bytes:
+    return json.dumps({"upload_id": uid, "chunk_index": index, "chunk_data_b64": data_b64},
+                      separators=(",", ":")).encode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_big_compact_chunks_are_stored_like_any_other(server: Any, admin: Client) -> None:
+    data, size = os.urandom(3 * 1024 * 1024 + 5), 2 * 1024 * 1024  # bodies over 1 MiB
+    started = await admin.ok("POST", "/api/upload/initiate",
+                             {"filename": "big.bin", "total_size": len(data)})
+    uid = started["upload_id"]
+    for index in (0, 1):
+        part = b64(data[index * size:(index + 1) * size])
+        r = await admin.raw("POST", "/api/upload/chunk",
+                            body=compact(admin, chunk_text(uid, index, part)))
+        assert r.status == 200 and r.value == {"status": "ok", "chunk_index": index}
+    again = await admin.call("POST", "/api/upload/chunk", {  # spaced JSON: the ordinary way
+        "upload_id": uid, "chunk_index": 1, "chunk_data_b64": b64(data[size:])})
+    assert again.status == 200
+    r = await admin.ok("POST", "/api/upload/to_storage", {
+        "filename": "big.bin", "upload_id": uid, "total_chunks": 2,
+        "home_name": "_sealskin_shared_files"})
+    assert r["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (shared(server, "admin") / "big.bin").read_bytes() == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_big_hostile_chunks_are_refused_and_store_nothing(server: Any,
+                                                               admin: Client) -> None:
+    started = await admin.ok("POST", "/api/upload/initiate",
+                             {"filename": "f", "total_size": 4 * 1024 * 1024})
+    uid = started["upload_id"]
+    big = "QUJD" * 400_000
+    bad = await admin.raw("POST", "/api/upload/chunk",
+                          body=compact(admin, chunk_text(uid, 0, big[:-4] + "QU!D")))
+    assert bad.status == 422 and "base64" in bad.detail
+    # the last of duplicate members wins, as in any JSON parser: an empty chunk 0
+    twice = chunk_text(uid, 0, big)[:-1] + b',"chunk_data_b64":""}'
+    r = await admin.raw("POST", "/api/upload/chunk", body=compact(admin, twice))
+    assert r.status == 422 and "Chunk 0 must hold" in r.detail
+    nested = json.dumps({"upload_id": uid, "chunk_index": 0, "x": {"chunk_data_b64": big}},
+                        separators=(",", ":")).encode()
+    r = await admin.raw("POST", "/api/upload/chunk", body=compact(admin, nested))
+    assert r.status == 422 and "must be a base64 string" in r.detail
+    tampered = bytearray(compact(admin, chunk_text(uid, 0, big)))
+    tampered[-5] = ord("A") if tampered[-5] != ord("A") else ord("B")
+    r = await admin.raw("POST", "/api/upload/chunk", body=bytes(tampered))
+    assert r.status == 400 and r.detail == "Failed to decrypt request"
+    staging = Path(server.paths.internal) / "uploads" / uid
+    assert list(staging.iterdir()) == []
+    body = compact(admin, chunk_text(uid, 0, big))
+    assert (await admin.raw("POST", "/api/upload/chunk", body=body)).status == 200
+    replayed = await admin.raw("POST", "/api/upload/chunk", body=body)
+    assert replayed.status == 400 and replayed.detail == "Replayed request refused."

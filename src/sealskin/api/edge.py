@@ -9,6 +9,7 @@ A handler returning a value answers 200 + envelope, ``None`` answers 204;
 from __future__ import annotations
 
 import enum
+import io
 from http import HTTPStatus
 import json
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,7 +23,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-from sealskin.crypto import CryptoError, envelope
+from sealskin.blocking import Pool
+from sealskin.crypto import CryptoError, EnvelopeError, envelope, inplace
 from sealskin.crypto.sessions import CryptoSessions
 from sealskin.errors import ApiError, Kind
 from sealskin.model import Principal
@@ -58,6 +60,16 @@ class Route:
     path: str  # Klein/werkzeug rule, e.g. "/api/admin/users/<username>"
     handler: Handler
     access: Access
+    # a member that may hold a big base64 string: handed over as an inplace.Base64Text
+    base64_member: str | None = None
+
+
+class Content(Protocol):
+    """A received body as Twisted keeps it: ``BytesIO`` or a temporary file."""
+
+    def seek(self, offset: int, whence: int = ..., /) -> int: ...
+
+    def readinto(self, buffer: bytearray, /) -> int: ...
 
 
 class Authenticator(Protocol):
@@ -116,9 +128,11 @@ def _query(request: IRequest) -> dict[str, str]:
 class Edge:
     """Wraps handlers with the envelope, auth and error rules."""
 
-    def __init__(self, crypto: CryptoSessions, auth: Authenticator) -> None:
+    def __init__(self, crypto: CryptoSessions, auth: Authenticator,
+                 work: Pool | None = None) -> None:
         self._crypto = crypto
         self._auth = auth
+        self._work = work  # opens big bodies (upload chunks) off the reactor
         self._in_flight = 0
         self._drained: list[Deferred[None]] = []
 
@@ -176,7 +190,7 @@ class Edge:
         caller = await self._auth.authenticate(_header(request, b"authorization"))
         if route.access is Access.ADMIN and not caller.is_admin:
             raise ApiError(Kind.FORBIDDEN, "Admin privileges required.")
-        body = self._open_body(sid, key, request.content.read() if request.content else b"")
+        body = await self._open_body(route, sid, key, request.content)
         call = Call(caller, body, _query(request), client_address(request))
         result = await route.handler(call, **params)
         if result is None:
@@ -186,16 +200,53 @@ class Edge:
         return render_json(request, envelope.seal(key, json.dumps(
             result, separators=(",", ":")).encode()))
 
-    def _open_body(self, sid: str, key: bytes, raw: bytes) -> Mapping[str, Any]:
-        """The decrypted JSON object; an empty body is ``{}`` (upstream-protocol 2.7)."""
-        if not raw or raw.isspace():  # (no strip(): it would copy a 15 MB body)
-            return {}
+    async def _open_body(self, route: Route, sid: str, key: bytes,
+                         content: Content | None) -> Mapping[str, Any]:
+        """The decrypted JSON object; an empty body is ``{}`` (upstream-protocol 2.7).
+
+        A body of FAST_JSON_BYTES or more (an upload chunk's is ~15 MB) is read and
+        opened in place on the work pool, so the reactor keeps receiving meanwhile.
+        """
+        size = _size(content)
         try:
-            wrapped = orjson.loads(raw)
-            del raw  # an upload chunk's body is ~15 MB: free each copy as soon as it is parsed
-            iv, body = envelope.open_json(key, wrapped)
-        except (ValueError, CryptoError):
+            if content is None or not size:
+                return {}
+            if size < envelope.FAST_JSON_BYTES or self._work is None:
+                opened = _thd_open(key, content, size, None)
+            else:
+                opened = await self._work.run(_thd_open, key, content, size,
+                                              route.base64_member)
+        except CryptoError:
             raise ApiError(Kind.HANDSHAKE, BAD_BODY) from None
+        if opened is None:
+            return {}
+        iv, body = opened
         if not self._crypto.note_iv(sid, iv):
             raise ApiError(Kind.HANDSHAKE, "Replayed request refused.")
         return body
+
+
+def _size(content: Content | None) -> int:
+    """The size of a received body (Twisted keeps it in memory or in a temporary file)."""
+    if content is None:
+        return 0
+    size = content.seek(0, io.SEEK_END)
+    content.seek(0)
+    return size
+
+
+def _thd_open(key: bytes, content: Content, size: int, member: str | None,
+              ) -> tuple[bytes, dict[str, object]] | None:
+    """``(iv, body)``, None for a blank body; EnvelopeError. Run on the work pool for
+    big bodies: they take one buffer of ``size`` bytes, reused in place."""
+    buf = bytearray(size)
+    content.readinto(buf)
+    if buf.isspace():  # (no strip(): it would copy a 15 MB body)
+        return None
+    if size >= envelope.FAST_JSON_BYTES:
+        return inplace.open_in_place(key, buf, member)
+    try:
+        wrapped = orjson.loads(buf)
+    except ValueError:
+        raise EnvelopeError(BAD_BODY) from None
+    return envelope.open_json(key, wrapped)

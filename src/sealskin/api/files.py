@@ -24,6 +24,7 @@ from sealskin.api import wire
 from sealskin.api.edge import Call
 from sealskin.api.sessions import SessionHandlers, launch_request
 from sealskin.blocking import Pool
+from sealskin.crypto.inplace import Base64Text
 from sealskin.errors import ApiError, Kind
 from sealskin.model import Principal
 from sealskin.orchestration import paths
@@ -96,7 +97,7 @@ class FileHandlers:
     async def chunk(self, call: Call) -> wire.Json:
         index = _count(call.body, "chunk_index")
         data = call.body.get("chunk_data_b64")
-        if not isinstance(data, str):
+        if not isinstance(data, str | Base64Text):
             raise wire.invalid("'chunk_data_b64' must be a base64 string.")
         await self._d.uploads.put_chunk(call.caller.username, call.body.get("upload_id"),
                                         index, data)

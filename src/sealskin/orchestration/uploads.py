@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from sealskin.blocking import Pool
 from sealskin.crypto import CryptoError
 from sealskin.crypto.envelope import b64decode_strict
+from sealskin.crypto.inplace import Base64Text
 from sealskin.errors import ApiError, Kind
 from sealskin.model import Upload
 from sealskin.orchestration import paths
@@ -67,8 +68,11 @@ def expected_chunk_bytes(total_size: int, chunk_size: int, index: int) -> int:
     return chunk_size if index < count - 1 else total_size - chunk_size * (count - 1)
 
 
-def _thd_decode(text: str) -> bytes:
-    """Strict base64 (INVALID, never 400: upstream R9)."""
+def _thd_decode(text: str | Base64Text) -> bytes | memoryview:
+    """Strict base64 (INVALID, never 400: upstream R9); a big chunk's text, already
+    checked by the edge, is decoded where it lies in the request's buffer."""
+    if isinstance(text, Base64Text):
+        return text.decode()
     try:
         return b64decode_strict(text)
     except CryptoError:
@@ -79,7 +83,7 @@ def _thd_make_staging(path: str) -> None:
     os.makedirs(path, mode=0o700, exist_ok=False)
 
 
-def _thd_write_chunk(staging: str, index: int, data: bytes) -> None:
+def _thd_write_chunk(staging: str, index: int, data: bytes | memoryview) -> None:
     """Atomic: a repeated chunk replaces the earlier copy whole, never half."""
     final = os.path.join(staging, f"chunk_{index}")
     tmp = f"{final}.{uuid.uuid4().hex}.tmp"
@@ -205,7 +209,7 @@ class Uploads:
         return u
 
     async def put_chunk(self, username: str, upload_id: object, index: int,
-                        encoded: str) -> None:
+                        encoded: str | Base64Text) -> None:
         """Stores one chunk; repeating a chunk is idempotent. INVALID / CONFLICT / NOT_FOUND."""
         u = await self.owned(username, upload_id)
         if len(encoded) > 4 * (-(-self._limits.max_chunk_bytes // 3)):
