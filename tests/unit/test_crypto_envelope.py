@@ -134,3 +134,11 @@ def test_big_bodies_take_the_fast_parser_and_still_round_trip() -> None:
     assert len(wire) > envelope.FAST_JSON_BYTES
     _, opened = envelope.open_json(key, json.loads(wire))
     assert opened == big
+
+
+def test_big_bodies_are_sealed_as_the_same_compact_json() -> None:
+    key = os.urandom(32)
+    big = {"upload_id": "u", "chunk_index": 3, "chunk_data_b64": "QUJD" * 400_000}
+    wire = envelope.seal_json(key, big)
+    assert envelope.dumps_compact(json.loads(wire)) == wire
+    assert envelope.open_json(key, json.loads(wire))[1] == big
