@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pybase64
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from twisted.internet import defer, task, threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,17 +97,21 @@ async def upload(client: ApiClient, size: int, chunk_bytes: int, in_flight: int,
     digest, count = hashlib.sha256(), -(-size // chunk_bytes)
     pending: list[defer.Deferred[object]] = []
 
-    def make(index: int) -> tuple[bytes, str]:
-        # off the client's reactor: it must keep feeding the sockets meanwhile
-        chunk = os.urandom(min(chunk_bytes, size - index * chunk_bytes))
-        return chunk, pybase64.b64encode(chunk).decode()
+    def make(index: int) -> str:
+        # off the client's reactor: it must keep feeding the sockets meanwhile. An AES-CTR
+        # keystream is random enough for a file and ~10x cheaper than os.urandom; chunks
+        # are made one at a time, in order, so the digest can be updated here.
+        chunk = Cipher(algorithms.AES(seed), modes.CTR(index.to_bytes(16, "big"))).encryptor(
+            ).update(bytes(min(chunk_bytes, size - index * chunk_bytes)))
+        digest.update(chunk)
+        return pybase64.b64encode(chunk).decode()
 
+    seed = os.urandom(32)
     following = threads.deferToThread(make, 0)
     for index in range(count):
-        chunk, text = await following
+        text = await following
         if index + 1 < count:
             following = threads.deferToThread(make, index + 1)
-        digest.update(chunk)
         body = {"upload_id": upload_id, "chunk_index": index, "chunk_data_b64": text}
         if index == 0:  # chunk 0 fixes the chunk size: send it alone
             await client.call("POST", "/api/upload/chunk", body)
