@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import io
+import os
 from http import HTTPStatus
 import json
 from collections.abc import Awaitable, Callable, Mapping
@@ -211,11 +212,13 @@ class Edge:
         try:
             if content is None or not size:
                 return {}
-            if size < envelope.FAST_JSON_BYTES or self._work is None:
+            fileno = None if isinstance(content, io.BytesIO) else getattr(content, "fileno", None)
+            if size < envelope.FAST_JSON_BYTES or self._work is None or fileno is None:
                 opened = _thd_open(key, content, size, None)
             else:
-                opened = await self._work.run(_thd_open, key, content, size,
-                                              route.base64_member)
+                # Our own descriptor: Twisted closes its file if the client goes away meanwhile.
+                own = io.FileIO(os.dup(fileno()), "rb")
+                opened = await self._work.run(_thd_open_own, key, own, size, route.base64_member)
         except CryptoError:
             raise ApiError(Kind.HANDSHAKE, BAD_BODY) from None
         if opened is None:
@@ -233,6 +236,14 @@ def _size(content: Content | None) -> int:
     size = content.seek(0, io.SEEK_END)
     content.seek(0)
     return size
+
+
+def _thd_open_own(key: bytes, own: io.FileIO, size: int, member: str | None,
+                  ) -> tuple[bytes, dict[str, object]] | None:
+    """:func:`_thd_open` on a file of our own, closed afterwards."""
+    with own:
+        own.seek(0)
+        return _thd_open(key, own, size, member)
 
 
 def _thd_open(key: bytes, content: Content, size: int, member: str | None,

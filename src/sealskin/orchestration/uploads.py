@@ -145,6 +145,8 @@ def _thd_assemble(staging: str, count: int, root: str, parts: Sequence[str],
                             digest.update(block)
                             out.write(block)
                             size += len(block)
+                out.flush()
+                os.fsync(out.fileno())  # the name appears only for bytes on disk, even after a crash
             name = _unique_link(dfd, tmp, filename)
         finally:
             with contextlib.suppress(OSError):
