@@ -1,4 +1,4 @@
-"""WebSocket bridging for session paths: browser <-> SealSkin <-> app, message by message.
+"""WebSocket bridging for session paths: browser <-> SealSkin <-> app.
 
 The session resource hands requests carrying ``Upgrade: websocket`` to Autobahn's
 ``WebSocketResource``, which takes the connection over. Our server protocol's ``onConnect``:
@@ -10,10 +10,12 @@ The session resource hands requests carrying ``Upgrade: websocket`` to Autobahn'
 3. dials ``ws://<app><same path and query>`` with the app's Basic credentials and the browser's
    offered subprotocols, and accepts the browser with the subprotocol the app chose.
 
-Messages are relayed whole (Autobahn reassembles fragments), close codes are carried across,
-Autobahn answers pings itself and sends its own to the browser every
-``auto_ping_interval_seconds`` so idle connections survive intermediaries. A session's end
-closes both sides with 1001.
+Autobahn makes both opening handshakes and nothing else: once the browser's is answered, both
+connections are handed to a :class:`~sealskin.proxy.relay.Relay`, which forwards frames
+verbatim (fragments, ping/pong, close codes end to end), enforces the size limits and the
+header rules, pings idle browsers every ``auto_ping_interval_seconds`` and closes both sides
+with 1001 when the session ends. No extension is negotiated on either side (Autobahn offers
+and accepts none), so frames mean the same on both connections and RSV bits are refused.
 """
 
 from __future__ import annotations
@@ -36,25 +38,26 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from sealskin.model import SessionRoute
 from sealskin.proxy import SessionDirectory
+from sealskin.proxy.frames import GOING_AWAY
 from sealskin.proxy.gate import ACCESS_TOKEN, Gate, query_without, split_session_path
+from sealskin.proxy.relay import Relay, RelayLimits, Side
 
 log = Logger()
-
-GOING_AWAY = 1001
-_NO_STATUS = 1005
-_ABNORMAL = 1006
-_BAD_GATEWAY = 1014  # RFC 6455 registry: "Bad Gateway"
-_TOUCH_EVERY_SECONDS = 10.0
 
 
 @attrs.frozen
 class WsLimits:
-    """WebSocket limits; payload sizes in bytes, 0 meaning unlimited (Autobahn's convention)."""
+    """WebSocket limits; payload sizes in bytes, 0 meaning unlimited (Autobahn's convention).
+
+    ``max_message_bytes`` bounds a message (the sum of its fragments), ``max_frame_bytes``
+    one frame; a relayed message or frame beyond either closes both sides with 1009.
+    """
 
     auto_ping_interval_seconds: float = 30.0
     auto_ping_timeout_seconds: float = 30.0
@@ -64,11 +67,20 @@ class WsLimits:
     handshake_timeout_seconds: float = 10.0
     close_timeout_seconds: float = 5.0
 
+    def relay(self) -> RelayLimits:
+        return RelayLimits(ping_interval_seconds=self.auto_ping_interval_seconds,
+                           ping_timeout_seconds=self.auto_ping_timeout_seconds,
+                           max_message_bytes=self.max_message_bytes,
+                           max_frame_bytes=self.max_frame_bytes,
+                           close_timeout_seconds=self.close_timeout_seconds)
+
 
 def acceleration() -> dict[str, str]:
     """Which implementation Autobahn uses for UTF-8 validation and masking.
 
     ``nvx`` (Autobahn's own compiled CFFI code, since autobahn 25), ``wsaccel``, or ``python``.
+    Relayed frames use neither: masking serves the frames the proxy writes itself, UTF-8
+    validation only the handshakes' close reasons.
     """
     from autobahn.websocket import utf8validator, xormasker
 
@@ -107,57 +119,58 @@ class _ReactorTimer:
         return _Timer(self._clock.callLater(delay, func, *args, **kwargs))
 
 
-def _close(side: WebSocketServerProtocol | WebSocketClientProtocol, code: int | None,
-           reason: str | None) -> None:
-    """Closes one side with ``code`` (any valid code, 1001 included: ``sendClose`` allows only
-    1000 and 3000-4999, so we send the frame ourselves)."""
-    if side.state != side.STATE_OPEN:
-        if side.state in (side.STATE_CONNECTING, side.STATE_PROXY_CONNECTING):
-            side.dropConnection(abort=True)
-        return
-    if code is None or code == _NO_STATUS:
-        side.sendCloseFrame()
-        return
-    payload = (reason or "").encode("utf-8")[:123]
-    side.sendCloseFrame(code=code, reasonUtf8=payload or None)
+def _side(protocol: WebSocketServerProtocol | WebSocketClientProtocol) -> Side:
+    return cast(Side, protocol.transport)  # a TLS or TCP transport: see relay.Side
 
 
 class AppSide(WebSocketClientProtocol):
-    """Our connection to the app; relays to its browser side."""
+    """Our connection to the app: Autobahn's client handshake, then the relay's."""
 
-    browser: BrowserSide | None = None
+    relay: Relay | None = None
 
     def __init__(self) -> None:
         super().__init__()
         self.opened: Deferred[None] = Deferred()
+        self.early = b""  # what the app sent after its handshake, before the relay started
+        self.gone = False
 
     def connectionMade(self) -> None:
-        # Messages are relayed as they come: Nagle would hold small ones for the app's ACK.
+        # Frames are relayed as they come: Nagle would hold small ones for the app's ACK.
         if self.transport is not None:
             self.transport.setTcpNoDelay(True)  # type: ignore[attr-defined]  # a TCP transport
         super().connectionMade()
 
     def onOpen(self) -> None:
+        # Autobahn's part ends here. Reading pauses until the browser is answered (the relay
+        # resumes it), so the app's first frames wait in the kernel, not in this process.
+        self.early, self.data = self.data, b""
+        _side(self).pauseProducing()
         self.opened.callback(None)
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self.browser is not None:
-            self.browser.from_app(payload, isBinary)
+    def dataReceived(self, data: bytes) -> None:
+        if self.relay is not None:
+            self.relay.from_app(data)
+        elif self.opened.called:
+            self.early += data
+        else:
+            super().dataReceived(data)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.gone = True
+        if self.relay is not None:
+            self.relay.app_lost()
+        super().connectionLost(reason)  # type: ignore[arg-type]  # Autobahn's default is a Failure
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if not self.opened.called:
             self.opened.errback(ConnectionError("app refused the WebSocket"))
-            return
-        if self.browser is not None:
-            browser, self.browser = self.browser, None
-            browser.app = None
-            _close(browser, _BAD_GATEWAY if code == _ABNORMAL else code, reason)
 
 
 class BrowserSide(WebSocketServerProtocol):
     """The browser's connection; ``onConnect`` authorises and dials the app (module doc)."""
 
     app: AppSide | None = None
+    relay: Relay | None = None
 
     @property
     def bridges(self) -> WsBridges:
@@ -166,11 +179,12 @@ class BrowserSide(WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self.session_id: str | None = None
-        self._backlog: list[tuple[bytes, bool]] | None = []
+        self._admitting = False
+        self._early = b""  # sent while onConnect was dialling (a client must not, RFC 6455 4.1)
         self._gone = False
-        self._last_touch = 0.0
 
     def onConnect(self, request: ConnectionRequest) -> Deferred[str | None]:  # type: ignore[override]  # Autobahn awaits a Deferred (txaio.as_future)
+        self._admitting = True
         return Deferred.fromCoroutine(self._admit(request))
 
     async def _admit(self, request: ConnectionRequest) -> str | None:
@@ -188,53 +202,41 @@ class BrowserSide(WebSocketServerProtocol):
             raise _deny(ConnectionDeny.NOT_FOUND, "No such session.")
         rest = query_without(query, ACCESS_TOKEN)
         app = await self.bridges.dial(route, path + (b"?" + rest if rest else b""), request)
-        if self._gone:
-            _close(app, GOING_AWAY, None)
-            raise _deny(ConnectionDeny.SERVICE_UNAVAILABLE, "Client went away.")
-        self.session_id = session_id
-        self.app, app.browser = app, self
-        self.bridges.track(self)
+        if self._gone or app.gone or self.bridges.directory.route(session_id.lower()) is None:
+            _side(app).abortConnection()
+            raise _deny(ConnectionDeny.SERVICE_UNAVAILABLE, "Client or session went away.")
+        self.session_id, self.app = session_id, app
         chosen: str | None = app.websocket_protocol_in_use
         return chosen
 
     def onOpen(self) -> None:
-        backlog, self._backlog = self._backlog or [], None
-        for payload, is_binary in backlog:
-            _send(self, payload, is_binary)
+        app = self.app
+        assert app is not None and self.session_id is not None
+        early, self.data, self._early = self.data + self._early, b"", b""
+        self._admitting = False
+        relay = self.bridges.join(self.session_id, _side(self), _side(app))
+        self.relay = app.relay = relay
+        relay.start(from_browser=early, from_app=app.early)
+        app.early = b""
 
-    def from_app(self, payload: bytes, is_binary: bool) -> None:
-        if self._backlog is not None:  # the app spoke before our handshake answer went out
-            self._backlog.append((payload, is_binary))
+    def dataReceived(self, data: bytes) -> None:
+        if self.relay is not None:
+            self.relay.from_browser(data)
+        elif self._admitting:
+            self._early += data
         else:
-            _send(self, payload, is_binary)
-        self._touch()
+            super().dataReceived(data)
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self.app is not None:
-            _send(self.app, payload, isBinary)
-        self._touch()
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._gone = True
+        if self.relay is not None:
+            self.relay.browser_lost()
+        super().connectionLost(reason)  # type: ignore[arg-type]  # Autobahn's default is a Failure
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._gone = True
-        self.bridges.untrack(self)
-        if self.app is not None:
-            app, self.app = self.app, None
-            app.browser = None
-            _close(app, GOING_AWAY if code == _ABNORMAL else code, reason)
-
-    def end(self, reason: str) -> None:
-        """Session ended or shutdown: both sides get 1001."""
-        if self.app is not None:
-            app, self.app = self.app, None
-            app.browser = None
-            _close(app, GOING_AWAY, reason)
-        _close(self, GOING_AWAY, reason)
-
-    def _touch(self) -> None:
-        now = self.bridges.clock.seconds()
-        if self.session_id is not None and now - self._last_touch >= _TOUCH_EVERY_SECONDS:
-            self._last_touch = now
-            self.bridges.directory.touch(self.session_id.lower())
+        if self.relay is None and self.app is not None:
+            _side(self.app).abortConnection()  # the handshake failed after the app answered
 
 
 class _BrowserFactory(WebSocketServerFactory):
@@ -244,11 +246,6 @@ class _BrowserFactory(WebSocketServerFactory):
 
 def _deny(code: int, reason: str) -> ConnectionDeny:
     return ConnectionDeny(code, reason)
-
-
-def _send(side: WebSocketServerProtocol | WebSocketClientProtocol, payload: bytes,
-          is_binary: bool) -> None:
-    side.sendMessage(payload, is_binary)  # type: ignore[no-untyped-call]  # Autobahn leaves this untyped
 
 
 class WsBridges:
@@ -261,14 +258,11 @@ class WsBridges:
         self.directory = directory
         self._gate = gate
         self._limits = limits
-        self._bridges: dict[str, set[BrowserSide]] = {}
+        self._relays: dict[str, set[Relay]] = {}
         factory = _BrowserFactory(reactor=reactor)  # type: ignore[no-untyped-call]  # Autobahn leaves this untyped
         factory.bridges = self
         factory.setProtocolOptions(  # type: ignore[no-untyped-call]  # Autobahn leaves this untyped
-            maxFramePayloadSize=limits.max_frame_bytes,
-            maxMessagePayloadSize=limits.max_message_bytes,
-            autoPingInterval=limits.auto_ping_interval_seconds,
-            autoPingTimeout=limits.auto_ping_timeout_seconds,
+            autoPingInterval=0,  # the relay pings, at frame boundaries
             openHandshakeTimeout=limits.handshake_timeout_seconds,
             closeHandshakeTimeout=limits.close_timeout_seconds,
         )
@@ -304,8 +298,6 @@ class WsBridges:
                                          headers=headers, reactor=self._reactor)
         factory.protocol = AppSide
         factory.setProtocolOptions(
-            maxFramePayloadSize=self._limits.max_frame_bytes,
-            maxMessagePayloadSize=self._limits.max_message_bytes,
             openHandshakeTimeout=self._limits.handshake_timeout_seconds,
             closeHandshakeTimeout=self._limits.close_timeout_seconds,
         )
@@ -319,31 +311,38 @@ class WsBridges:
             raise _deny(502, "The application cannot be reached.") from None
         return app
 
-    def track(self, side: BrowserSide) -> None:
-        if side.session_id is not None:
-            self._bridges.setdefault(side.session_id.lower(), set()).add(side)
+    def join(self, session_id: str, browser: Side, app: Side) -> Relay:
+        """A relay between both open connections, tracked until both are gone."""
+        key = session_id.lower()
+        relay = Relay(browser=browser, app=app, clock=self.clock, limits=self._limits.relay(),
+                      touch=lambda: self.directory.touch(key),
+                      done=lambda finished: self._untrack(key, finished))
+        self._relays.setdefault(key, set()).add(relay)
+        return relay
 
-    def untrack(self, side: BrowserSide) -> None:
-        if side.session_id is None:
-            return
-        found = self._bridges.get(side.session_id.lower())
+    def _untrack(self, key: str, relay: Relay) -> None:
+        found = self._relays.get(key)
         if found is not None:
-            found.discard(side)
+            found.discard(relay)
             if not found:
-                del self._bridges[side.session_id.lower()]
+                del self._relays[key]
 
     def end_session(self, session_id: str) -> None:
-        """Closes the session's bridges with 1001 (registered with the directory)."""
-        for side in list(self._bridges.pop(session_id.lower(), ())):
-            side.end("session ended")
+        """Closes the session's bridges with 1001 (registered with the directory).
+
+        They count as gone at once; their closing handshakes finish within the close timeout.
+        """
+        for relay in self._relays.pop(session_id.lower(), ()):
+            relay.end("session ended")
 
     def close(self) -> None:
         """Shutdown: every bridge gets 1001."""
-        for session_id in list(self._bridges):
+        for session_id in list(self._relays):
             self.end_session(session_id)
 
     def open_bridges(self, session_id: str) -> int:
-        return len(self._bridges.get(session_id.lower(), ()))
+        """Bridges of the session not ended and with a connection still open."""
+        return len(self._relays.get(session_id.lower(), ()))
 
 
 def _same_host(origin: str, host: str | None) -> bool:
