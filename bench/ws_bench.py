@@ -2,9 +2,12 @@
 
 asyncio protocol callbacks (no streams), one event loop per process. Each connection sends
 one pre-built frame over and over: the masking key is random per connection but fixed, so the
-masked frame is computed once (the server still unmasks every byte). Received frames are
-counted, never copied, except pings (answered with their payload). Each connection keeps
-``window`` messages in flight: a new one is sent for each echo received.
+masked frame is computed once (the echo server unmasks every byte; a proxy in between need
+not: SealSkin and Caddy forward frames as they are). Received frames are counted, never
+copied, except pings (answered with their payload) and each connection's first echo, which is
+compared with what was sent (``verified`` / ``mismatched`` in the output; a mismatch fails
+the run). Each connection keeps ``window`` messages in flight: a new one is sent for each
+echo received.
 
     ws_bench.py run  --url wss://127.0.0.1:P/<sid>/ws --header 'Cookie: ...' --conns 20 \\
                      --size 1024 --seconds 10 --procs 1      # prints one JSON line
@@ -55,16 +58,20 @@ class Stats:
     def __init__(self) -> None:
         self.messages = 0
         self.received_bytes = 0
+        self.verified = 0
+        self.mismatched = 0
         self.running = True
 
 
 class Client(asyncio.Protocol):
     """One connection: handshake, then ``window`` messages in flight (or idle if window 0)."""
 
-    def __init__(self, request: bytes, frame: bytes, window: int, stats: Stats,
+    def __init__(self, request: bytes, frame: bytes, expected: bytes, window: int, stats: Stats,
                  opened: asyncio.Future[None]) -> None:
         self._request = request
         self._frame = frame
+        self._expected = expected
+        self._echo: bytearray | None = bytearray() if window else None  # the first echo
         self._window = window
         self._stats = stats
         self._opened = opened
@@ -121,6 +128,8 @@ class Client(asyncio.Protocol):
                 take = min(self._remaining, n - pos)
                 if self._control is not None:
                     self._control += data[pos:pos + take]
+                elif self._echo is not None and self._opcode < 8:
+                    self._echo += data[pos:pos + take]
                 self._remaining -= take
                 pos += take
                 if not self._remaining:
@@ -159,9 +168,19 @@ class Client(asyncio.Protocol):
             self.transport.close()
         elif self._opcode < 8 and self._fin:
             self._stats.messages += 1
+            if self._echo is not None:
+                self._check_echo(bytes(self._echo))
             if self._window and self._stats.running:
                 self.transport.write(self._frame)
         self._control = None
+
+
+    def _check_echo(self, echo: bytes) -> None:
+        self._echo = None
+        if echo == self._expected:
+            self._stats.verified += 1
+        else:
+            self._stats.mismatched += 1
 
 
 def _request(url: str, headers: Sequence[str]) -> tuple[str, int, bool, bytes]:
@@ -183,13 +202,14 @@ def _tls() -> ssl.SSLContext:
     return ctx
 
 
-async def _connect(url: str, headers: Sequence[str], frame: bytes, window: int,
+async def _connect(url: str, headers: Sequence[str], payload: bytes, window: int,
                    stats: Stats) -> Client:
     loop = asyncio.get_running_loop()
     host, port, secure, request = _request(url, headers)
     opened: asyncio.Future[None] = loop.create_future()
     _, proto = await loop.create_connection(
-        lambda: Client(request, frame, window, stats, opened), host, port,
+        lambda: Client(request, build_frame(payload, os.urandom(4)), payload, window, stats,
+                       opened), host, port,
         ssl=_tls() if secure else None)
     await asyncio.wait_for(opened, 30)
     return proto
@@ -200,7 +220,7 @@ async def _run(url: str, headers: Sequence[str], conns: int, size: int, window: 
     stats = Stats()
     payload = os.urandom(size)
     clients = await asyncio.gather(*[
-        _connect(url, headers, build_frame(payload, os.urandom(4)), window, stats)
+        _connect(url, headers, payload, window, stats)
         for _ in range(conns)])
     await asyncio.sleep(warmup)
     m0, b0, c0, t0 = stats.messages, stats.received_bytes, _cpu(), time.perf_counter()
@@ -214,7 +234,8 @@ async def _run(url: str, headers: Sequence[str], conns: int, size: int, window: 
     for c in clients:
         if c.transport is not None:
             c.transport.abort()
-    return {"messages": m1 - m0, "bytes": b1 - b0, "seconds": t1 - t0, "cpu": c1 - c0}
+    return {"messages": m1 - m0, "bytes": b1 - b0, "seconds": t1 - t0, "cpu": c1 - c0,
+            "verified": stats.verified, "mismatched": stats.mismatched}
 
 
 def _cpu() -> float:
@@ -239,7 +260,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     for p in procs:
         p.join(10)
     seconds = max(r["seconds"] for r in results)
-    return {"msgs_per_s": sum(r["messages"] for r in results) / seconds,
+    mismatched = sum(r["mismatched"] for r in results)
+    if mismatched:
+        raise SystemExit(f"{mismatched} connection(s) got back something else than they sent")
+    return {"verified": sum(r["verified"] for r in results),"msgs_per_s": sum(r["messages"] for r in results) / seconds,
             "mb_per_s": sum(r["bytes"] for r in results) / seconds / 1e6,
             "client_cpu_pct": 100 * sum(r["cpu"] for r in results) / seconds,
             "procs": args.procs, "conns": args.conns, "size": args.size, "window": args.window}

@@ -79,8 +79,8 @@ def acceleration() -> dict[str, str]:
     """Which implementation Autobahn uses for UTF-8 validation and masking.
 
     ``nvx`` (Autobahn's own compiled CFFI code, since autobahn 25), ``wsaccel``, or ``python``.
-    Relayed frames use neither: masking serves the frames the proxy writes itself, UTF-8
-    validation only the handshakes' close reasons.
+    Relayed frames use neither: masking serves only the frames the proxy writes itself, and
+    the proxy no longer validates UTF-8 (the endpoints do).
     """
     from autobahn.websocket import utf8validator, xormasker
 
