@@ -14,8 +14,9 @@ whose stream stops mid-frame cannot take a frame and is aborted instead. Close f
 endpoints pass through like any other frame; the relay closes a TCP connection once its
 peer's has gone.
 
-Backpressure as in Twisted's ``portforward``: each transport is the other's producer, so a
-full send buffer on one side pauses reading on the other and the proxy never piles up data.
+Backpressure as in Twisted's ``portforward``: each transport's reading is registered as the
+other's producer, so a full send buffer on one side pauses reading on the other and the
+proxy never piles up data.
 """
 
 from __future__ import annotations
