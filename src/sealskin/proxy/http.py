@@ -43,6 +43,7 @@ from sealskin.model import SessionRoute
 from sealskin.proxy import SessionDirectory
 from sealskin.proxy.gate import Gate
 from sealskin.proxy.exchange import Exchange, UploadStream, connection_tokens, is_hop
+from sealskin.proxy.transport import netloc
 from sealskin.proxy.upstream import UpstreamPool
 
 log = Logger()
@@ -230,7 +231,7 @@ class HttpForwarder:
     def request_head(self, request: server.Request, route: SessionRoute, method: bytes,
                      target: bytes, body: bytes | UploadStream) -> bytes:
         """The upstream request head (module doc, "Headers"), ending with its blank line."""
-        lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, _netloc(route).encode("ascii"))]
+        lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, netloc(route.host, route.port).encode("ascii"))]
         headers = request.requestHeaders
         named = connection_tokens(headers)
         for name, values in headers.getAllRawHeaders():
@@ -260,7 +261,3 @@ class HttpForwarder:
 
 
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
-
-
-def _netloc(route: SessionRoute) -> str:
-    return f"[{route.host}]:{route.port}" if ":" in route.host else f"{route.host}:{route.port}"

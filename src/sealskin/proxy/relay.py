@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Protocol
 
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -40,6 +39,7 @@ from sealskin.proxy.frames import (
     close_body,
     control_frame,
 )
+from sealskin.proxy.transport import Transport
 
 log = Logger()
 
@@ -47,24 +47,6 @@ log = Logger()
 # browser's answer to ours for its own (it gets that pong anyway, see Relay._from_browser).
 PING_PAYLOAD = b"sealskin-proxy"
 TOUCH_EVERY_SECONDS = 10.0
-
-
-class Side(Protocol):
-    """What the relay uses of a transport (Twisted's TCP and TLS transports have it all)."""
-
-    def write(self, data: bytes) -> None: ...
-
-    def loseConnection(self) -> None: ...
-
-    def abortConnection(self) -> None: ...
-
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None: ...
-
-    def unregisterProducer(self) -> None: ...
-
-    def pauseProducing(self) -> None: ...
-
-    def resumeProducing(self) -> None: ...
 
 
 @implementer(IPushProducer)
@@ -78,7 +60,7 @@ class _Reading:
 
     __slots__ = ("_side",)
 
-    def __init__(self, side: Side) -> None:
+    def __init__(self, side: Transport) -> None:
         self._side = side
 
     def pauseProducing(self) -> None:
@@ -109,11 +91,11 @@ class Relay:
     reaping); ``done`` once, when both connections are gone.
     """
 
-    def __init__(self, *, browser: Side, app: Side, clock: IReactorTime,
+    def __init__(self, *, browser: Transport, app: Transport, clock: IReactorTime,
                  limits: RelayLimits, touch: Callable[[], None],
                  done: Callable[[Relay], None]) -> None:
-        self._browser: Side | None = browser
-        self._app: Side | None = app
+        self._browser: Transport | None = browser
+        self._app: Transport | None = app
         self._clock = clock
         self._limits = limits
         self._touch_callback = touch
@@ -189,7 +171,7 @@ class Relay:
         if at < len(out):
             self._browser.write(out[at:])
 
-    def _after(self, scanner: FrameScanner, sender: Side | None) -> None:
+    def _after(self, scanner: FrameScanner, sender: Transport | None) -> None:
         """A violation closes both sides; after our own close, a side's close frame ends it."""
         if scanner.violation is not None and self._relaying:
             self._stop(scanner.violation)
@@ -252,7 +234,7 @@ class Relay:
         self._send_close(self._app, self.up, self.down, body, mask=os.urandom(4))
         self._arm_close_deadline()
 
-    def _send_close(self, side: Side | None, toward: FrameScanner, sent: FrameScanner,
+    def _send_close(self, side: Transport | None, toward: FrameScanner, sent: FrameScanner,
                     body: bytes, *, mask: bytes | None) -> None:
         """A close frame into the stream ``toward`` a side, at a boundary, else an abort.
 
@@ -292,7 +274,7 @@ class Relay:
         self._app = None
         self._lost(self._browser, self.down, BAD_GATEWAY, mask=None)
 
-    def _lost(self, other: Side | None, toward: FrameScanner, code: int, *,
+    def _lost(self, other: Transport | None, toward: FrameScanner, code: int, *,
               mask: bytes | None) -> None:
         self._cancel_pings()
         self._unjoin()

@@ -15,11 +15,9 @@ fresh connection if its body can be replayed.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Protocol as TypingProtocol, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IProducer, IReactorTCP, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -27,8 +25,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from sealskin.proxy.http1 import ResponseParser, UpstreamProtocolError
+from sealskin.proxy.transport import Transport, app_endpoint
 
-__all__ = ["StreamedBody", "UpstreamConnection", "UpstreamHandler", "UpstreamPool", "client_endpoint"]
+__all__ = ["StreamedBody", "UpstreamConnection", "UpstreamHandler", "UpstreamPool"]
 
 log = Logger()
 
@@ -69,31 +68,11 @@ class UpstreamHandler(TypingProtocol):
         ...
 
 
-class _Transport(TypingProtocol):
-    """What we use of a TCP client transport (Twisted types ``Protocol.transport`` loosely)."""
-
-    def write(self, data: bytes) -> None: ...
-
-    def loseConnection(self) -> None: ...
-
-    def abortConnection(self) -> None: ...
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None: ...
-
-    def unregisterProducer(self) -> None: ...
-
-    def pauseProducing(self) -> None: ...
-
-    def resumeProducing(self) -> None: ...
-
-    def setTcpNoDelay(self, enabled: bool) -> None: ...
-
-
 @implementer(IConsumer)
 class _ChunkedWriter:
     """Writes a body of unknown length with the chunked transfer coding."""
 
-    def __init__(self, transport: _Transport) -> None:
+    def __init__(self, transport: Transport) -> None:
         self._transport = transport
 
     def registerProducer(self, producer: IProducer, streaming: bool) -> None:
@@ -121,10 +100,10 @@ class UpstreamConnection(Protocol):
         self._parser: ResponseParser | None = None
         self._body: StreamedBody | None = None
         self._body_done = True
-        self.tcp: _Transport | None = None
+        self.tcp: Transport | None = None
 
     def connectionMade(self) -> None:
-        self.tcp = cast(_Transport, self.transport)
+        self.tcp = cast(Transport, self.transport)
         self.tcp.setTcpNoDelay(True)  # request heads leave in one write; never wait for an ACK
 
     def send(self, head: bytes, body: bytes | StreamedBody | None, handler: UpstreamHandler, *,
@@ -139,7 +118,7 @@ class UpstreamConnection(Protocol):
             return
         self._body, self._body_done = body, False
         self.tcp.write(head)
-        consumer: _Transport | _ChunkedWriter = self.tcp
+        consumer: Transport | _ChunkedWriter = self.tcp
         if body.known_length is None:
             consumer = _ChunkedWriter(self.tcp)
         consumer.registerProducer(cast(IProducer, body), True)
@@ -282,7 +261,7 @@ class UpstreamPool:
         """A new connection (cancellable while connecting)."""
         self.dialled += 1
         factory = _ConnectionFactory(self, (host, port))
-        connected = client_endpoint(self._reactor, host, port, self._connect_timeout).connect(factory)
+        connected = app_endpoint(self._reactor, host, port, self._connect_timeout).connect(factory)
         return cast("Deferred[UpstreamConnection]", connected)
 
     def release(self, conn: UpstreamConnection) -> None:
@@ -329,15 +308,3 @@ class UpstreamPool:
             if conn.idle_call.active():
                 conn.idle_call.cancel()
             conn.idle_call = None
-
-
-def client_endpoint(reactor: IReactorTCP, host: str, port: int,
-              timeout: float) -> TCP4ClientEndpoint | TCP6ClientEndpoint | HostnameEndpoint:
-    """IP literals are dialled directly (no resolver thread); names go through the resolver."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return HostnameEndpoint(reactor, host.encode("idna"), port, timeout=timeout)
-    if address.version == 6:
-        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
-    return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)

@@ -20,7 +20,6 @@ and accepts none), so frames mean the same on both connections and RSV bits are 
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -35,7 +34,6 @@ from autobahn.twisted.websocket import (
 )
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
 from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -45,8 +43,9 @@ from twisted.web.server import Request
 from sealskin.model import SessionRoute
 from sealskin.proxy import SessionDirectory
 from sealskin.proxy.frames import GOING_AWAY
+from sealskin.proxy.transport import Transport, app_endpoint, netloc
 from sealskin.proxy.gate import ACCESS_TOKEN, Gate, query_without, split_session_path
-from sealskin.proxy.relay import Relay, RelayLimits, Side
+from sealskin.proxy.relay import Relay, RelayLimits
 
 log = Logger()
 
@@ -119,8 +118,8 @@ class _ReactorTimer:
         return _Timer(self._clock.callLater(delay, func, *args, **kwargs))
 
 
-def _side(protocol: WebSocketServerProtocol | WebSocketClientProtocol) -> Side:
-    return cast(Side, protocol.transport)  # a TLS or TCP transport: see relay.Side
+def _side(protocol: WebSocketServerProtocol | WebSocketClientProtocol) -> Transport:
+    return cast(Transport, protocol.transport)  # a TLS or TCP transport
 
 
 class AppSide(WebSocketClientProtocol):
@@ -292,7 +291,7 @@ class WsBridges:
     async def dial(self, route: SessionRoute, target: bytes, request: ConnectionRequest) -> AppSide:
         """Opens the app side; refuses the browser with 502 if the app cannot be reached."""
         host = route.host
-        url = f"ws://{_netloc(host, route.port)}{target.decode('latin-1')}"
+        url = f"ws://{netloc(host, route.port)}{target.decode('latin-1')}"
         headers = {"Authorization": route.authorization}
         factory = WebSocketClientFactory(url, protocols=list(request.protocols) or None,
                                          headers=headers, reactor=self._reactor)
@@ -303,7 +302,7 @@ class WsBridges:
         )
         factory._batched_timer = _ReactorTimer(self.clock)
         try:
-            endpoint = _endpoint(self._reactor, host, route.port, self._limits.connect_timeout_seconds)
+            endpoint = app_endpoint(self._reactor, host, route.port, self._limits.connect_timeout_seconds)
             app = cast(AppSide, await endpoint.connect(factory))
             await app.opened
         except Exception as exc:  # CancelledError too: nobody cancels this but the handshake
@@ -311,7 +310,7 @@ class WsBridges:
             raise _deny(502, "The application cannot be reached.") from None
         return app
 
-    def join(self, session_id: str, browser: Side, app: Side) -> Relay:
+    def join(self, session_id: str, browser: Transport, app: Transport) -> Relay:
         """A relay between both open connections, tracked until both are gone."""
         key = session_id.lower()
         relay = Relay(browser=browser, app=app, clock=self.clock, limits=self._limits.relay(),
@@ -361,18 +360,6 @@ def _same_host(origin: str, host: str | None) -> bool:
         return (theirs.port or default) == ours.port
     except ValueError:
         return False
-
-
-def _netloc(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _endpoint(reactor: IReactorTCP, host: str, port: int, timeout: float) -> TCP4ClientEndpoint | HostnameEndpoint:
-    try:
-        ipaddress.IPv4Address(host)
-    except ValueError:
-        return HostnameEndpoint(reactor, host.encode("idna"), port, timeout=timeout)
-    return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
 
 
 __all__ = ["WsBridges", "WsLimits", "acceleration", "GOING_AWAY"]
