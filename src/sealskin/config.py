@@ -130,6 +130,8 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_int),
     Setting("ws-ping-seconds", "30", "Ping interval on idle proxied WebSockets.",
             _non_negative_float),
+    Setting("ws-ping-timeout-seconds", "30", "A browser that does not answer the proxy's "
+            "ping within this time is disconnected.", _non_negative_float),
     Setting("puid", "1000", "PUID passed to app containers.", _positive_int),
     Setting("pgid", "1000", "PGID passed to app containers.", _positive_int),
     Setting("app-store-url", "https://raw.githubusercontent.com/linuxserver/sealskin-apps/"

@@ -304,9 +304,9 @@ class SealskinService(Service):
             api=self.api, directory=self.sessions, reactor=self.reactor,
             children={b"public": self.public},
             http_limits=HttpLimits(response_timeout_seconds=cfg.proxy_timeout_seconds),
-            ws_limits=WsLimits(auto_ping_interval_seconds=cfg.ws_ping_seconds,
-                               max_message_bytes=cfg.ws_max_message_bytes,
-                               max_frame_bytes=min(cfg.ws_max_message_bytes, 16 * 1024 * 1024)))
+            ws_limits=WsLimits.from_settings(ping_seconds=cfg.ws_ping_seconds,
+                                             ping_timeout_seconds=cfg.ws_ping_timeout_seconds,
+                                             max_message_bytes=cfg.ws_max_message_bytes))
         return self.proxy_root
 
     async def start(self) -> None:
@@ -372,7 +372,8 @@ class SealskinService(Service):
             internal_secret=self.workers.secret, max_body_bytes=cfg.max_body_bytes,
             max_upload_body_bytes=cfg.max_upload_body_bytes,
             proxy_timeout_seconds=cfg.proxy_timeout_seconds,
-            ws_ping_seconds=cfg.ws_ping_seconds, ws_max_message_bytes=cfg.ws_max_message_bytes,
+            ws_ping_seconds=cfg.ws_ping_seconds, ws_ping_timeout_seconds=cfg.ws_ping_timeout_seconds,
+            ws_max_message_bytes=cfg.ws_max_message_bytes,
             access_log=cfg.access_log))
 
     @property

@@ -68,6 +68,7 @@ class WorkerConfig:
     max_upload_body_bytes: int
     proxy_timeout_seconds: float
     ws_ping_seconds: float
+    ws_ping_timeout_seconds: float
     ws_max_message_bytes: int
     access_log: bool = False
 
@@ -214,8 +215,10 @@ def run(reactor: Any, cfg: WorkerConfig, fd: int) -> None:
     root = build_root(api=forward, directory=directory, reactor=reactor,
                       children={b"public": forward},
                       http_limits=HttpLimits(response_timeout_seconds=cfg.proxy_timeout_seconds),
-                      ws_limits=WsLimits(auto_ping_interval_seconds=cfg.ws_ping_seconds,
-                                         max_message_bytes=cfg.ws_max_message_bytes))
+                      ws_limits=WsLimits.from_settings(
+                          ping_seconds=cfg.ws_ping_seconds,
+                          ping_timeout_seconds=cfg.ws_ping_timeout_seconds,
+                          max_message_bytes=cfg.ws_max_message_bytes))
     site = build_site(root, access_log=cfg.access_log)
     site.requestFactory = limited_request_factory(
         cfg.max_body_bytes, {b"/api/upload/chunk": cfg.max_upload_body_bytes}, StreamingRequest)

@@ -66,6 +66,15 @@ class WsLimits:
     handshake_timeout_seconds: float = 10.0
     close_timeout_seconds: float = 5.0
 
+    @classmethod
+    def from_settings(cls, *, ping_seconds: float, ping_timeout_seconds: float,
+                      max_message_bytes: int) -> WsLimits:
+        """The limits the server's settings name (frames capped at 16 MiB or the message size)."""
+        return cls(auto_ping_interval_seconds=ping_seconds,
+                   auto_ping_timeout_seconds=ping_timeout_seconds,
+                   max_message_bytes=max_message_bytes,
+                   max_frame_bytes=min(max_message_bytes, 16 * 1024 * 1024))
+
     def relay(self) -> RelayLimits:
         return RelayLimits(ping_interval_seconds=self.auto_ping_interval_seconds,
                            ping_timeout_seconds=self.auto_ping_timeout_seconds,
