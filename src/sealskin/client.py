@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import attrs
 from treq.client import HTTPClient
@@ -27,6 +27,11 @@ from sealskin.httpbody import BytesBody
 
 _FIELDS = ("server_endpoint", "api_port", "session_port", "username", "private_key",
            "server_public_key")
+
+
+def segment(value: str) -> str:
+    """``value`` as one path segment: ``/``, ``%``, ``?`` and the like percent-encoded."""
+    return quote(value, safe="")
 
 
 class ApiCallError(Exception):

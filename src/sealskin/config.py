@@ -159,6 +159,8 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_int),
     Setting("upload-ttl-seconds", "86400", "Remove uploads untouched for this long.",
             _non_negative_float),
+    Setting("upload-stale-seconds", "600", "A user at --uploads-per-user gets the slots "
+            "of their own uploads untouched for this long (0 = never).", _non_negative_float),
     Setting("cleanup-interval-seconds", "600", "How often abandoned uploads and expired "
             "shares are removed.", _positive_int),
     Setting("storage-usage-cache-seconds", "30", "How long a measured storage usage is "

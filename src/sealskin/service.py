@@ -233,7 +233,8 @@ class SealskinService(Service):
                           UploadLimits(max_total_bytes=cfg.max_upload_bytes,
                                        max_chunk_bytes=cfg.max_chunk_bytes,
                                        per_user=cfg.uploads_per_user,
-                                       ttl_seconds=cfg.upload_ttl_seconds),
+                                       ttl_seconds=cfg.upload_ttl_seconds,
+                                       stale_seconds=cfg.upload_stale_seconds),
                           self.app_user)
         shares = Shares(os.path.join(self.paths.internal, "shares"), reactor, self.work,
                         ShareLimits(per_user=cfg.shares_per_user, max_bytes=cfg.max_share_bytes,

@@ -111,9 +111,9 @@ def user_client(admin: Client, username: str, private_key: str) -> Client:
 @pytest_twisted.ensureDeferred
 async def test_default_store_at_first_start_then_crud(admin: Client, svc: Any) -> None:
     stores = await admin.ok("GET", STORES)
-    assert stores == [{"name": "SealSkin Apps", "url": svc.cfg.app_store_url}]
+    assert stores == [{"name": "SealSkin Apps", "url": svc.cfg.app_store_url, "skipped": []}]
     added = await admin.ok("POST", STORES, {"name": "Local Two", "url": "file:///srv/x.yml"})
-    assert added == {"name": "Local Two", "url": "file:///srv/x.yml"}
+    assert added == {"name": "Local Two", "url": "file:///srv/x.yml", "skipped": []}
     r = await admin.call("POST", STORES, {"name": "Local Two", "url": "https://e.invalid/a"})
     assert r.status == 409 and "already exists" in r.detail
     r = await admin.call("DELETE", STORES + "/" + quote("Local Two"))
@@ -171,6 +171,9 @@ async def test_http_store_with_etag_autostart_and_offline_cache(
     await admin.ok("POST", STORES, {"name": "Web", "url": http_store.url})
     apps = await admin.ok("GET", available("Web", http_store.url))
     assert [a["id"] for a in apps] == ["viewer", "rogue"]  # 'broken' skipped, rest loads
+    web = [st for st in await admin.ok("GET", STORES) if st["name"] == "Web"]
+    [skipped] = web[0]["skipped"]  # the admin learns which entry went, and why
+    assert "broken" in skipped and "image" in skipped, skipped
     viewer = apps[0]["provider_config"]
     assert viewer["extensions"] == ["jpg", "png", "gif"]
     assert base64.b64decode(viewer["custom_autostart_script_b64"]) == b"#!/bin/bash\nviewer\n"

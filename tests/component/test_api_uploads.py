@@ -290,3 +290,46 @@ async def test_big_hostile_chunks_are_refused_and_store_nothing(server: Any,
     assert (await admin.raw("POST", "/api/upload/chunk", body=body)).status == 200
     replayed = await admin.raw("POST", "/api/upload/chunk", body=body)
     assert replayed.status == 400 and replayed.detail == "Replayed request refused."
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancel_frees_the_slot_and_the_chunks(tmp_path: Path) -> None:
+    svc = await start_server(str(tmp_path / "data"), **{"uploads-per-user": "1"})
+    try:
+        admin = admin_client(svc)
+        uid, _ = await upload(admin, b"x" * 2500)
+        staging = Path(svc.paths.internal) / "uploads" / uid
+        assert staging.is_dir()
+        full = await admin.call("POST", "/api/upload/initiate", {"filename": "a", "total_size": 1})
+        assert full.status == 429 and "cancel" in full.detail
+        mallory = await make_user(admin, "mallory")
+        assert (await mallory.call("DELETE", f"/api/upload/{uid}")).status == 404
+        assert (await admin.call("DELETE", "/api/upload/not-a-uuid")).status == 404
+        r = await admin.call("DELETE", f"/api/upload/{uid}")
+        assert r.status == 204 and not staging.exists()
+        assert (await admin.call("DELETE", f"/api/upload/{uid}")).status == 404
+        await admin.ok("POST", "/api/upload/initiate", {"filename": "a", "total_size": 1})
+    finally:
+        await svc.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stale_upload_gives_its_slot_to_a_new_one(tmp_path: Path) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    svc = await start_server(str(tmp_path / "data"), **{"uploads-per-user": "2",
+                                                          "upload-stale-seconds": "0.5"})
+    try:
+        admin = admin_client(svc)
+        old, _ = await upload(admin, b"o" * 10)
+        await deferLater(reactor, 0.7, lambda: None)
+        fresh, _ = await upload(admin, b"f" * 10)
+        third = await admin.ok("POST", "/api/upload/initiate", {"filename": "t", "total_size": 1})
+        ids = {u.id for u in await svc.store.uploads_older_than(float("inf"))}
+        assert ids == {fresh, third["upload_id"]}  # the stale one went, the fresh one stayed
+        assert not (Path(svc.paths.internal) / "uploads" / old).exists()
+        r = await admin.call("POST", "/api/upload/initiate", {"filename": "a", "total_size": 1})
+        assert r.status == 429  # nothing stale left to reclaim
+    finally:
+        await svc.stop()

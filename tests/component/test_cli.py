@@ -69,3 +69,73 @@ async def test_cli_upload_stores_the_file_with_a_matching_hash(server: Any, tmp_
     stored = Path(server.paths.homes) / "admin" / "_sealskin_shared_files" / "data.bin"
     assert stored.read_bytes() == source.read_bytes()
     capsys.readouterr()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_upload_to_an_unknown_home_sends_nothing_and_leaves_no_upload(
+        server: Any, tmp_path: Path, capsys: Any) -> None:
+    from twisted.python import usage
+
+    config = write_config(server, tmp_path)
+    source = tmp_path / "x.txt"
+    source.write_bytes(b"hello")
+    for home in ("nosuch", "../x", "/etc"):
+        with pytest.raises(usage.UsageError, match="no home directory named"):
+            await cli(config, "upload", str(source), "--home", home)
+    assert await server.store.uploads_older_than(float("inf")) == []
+    capsys.readouterr()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_names_are_sent_as_one_path_segment(server: Any, tmp_path: Path,
+                                                      capsys: Any) -> None:
+    from sealskin.client import ApiCallError
+
+    config = write_config(server, tmp_path)
+    # Unquoted, "../x" would be resolved as a path (a 404 of some other route); as one
+    # segment it reaches the name check of the right route.
+    for argv in (("homes", "remove", "../x"), ("users", "remove", "a/b"),
+                 ("groups", "remove", "a?b")):
+        with pytest.raises(ApiCallError) as e:
+            await cli(config, *argv)
+        assert e.value.status in (404, 422), (argv, e.value.status, e.value.detail)
+        assert e.value.detail != "Not found", argv
+    capsys.readouterr()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_cancels_an_upload_whose_destination_refuses_it(server: Any, tmp_path: Path,
+                                                                   capsys: Any) -> None:
+    from sealskin.client import ApiCallError
+
+    config = write_config(server, tmp_path)
+    await cli(config, "homes", "add", "work")
+    source = tmp_path / "big.bin"
+    source.write_bytes(b"z" * 4096)
+    # The home is there when the CLI checks it, gone when the upload is consumed.
+    home = Path(server.paths.homes) / "admin" / "work"
+    home.rename(home.with_name("elsewhere"))
+    with pytest.raises(ApiCallError):
+        await cli(config, "upload", str(source), "--home", "work")
+    assert await server.store.uploads_older_than(float("inf")) == []
+    capsys.readouterr()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_app_lifecycle_with_update_check_on_a_registry_less_machine(
+        server: Any, tmp_path: Path, capsys: Any) -> None:
+    from sealskin.client import ApiCallError
+
+    config = write_config(server, tmp_path)
+    app = await cli(config, "apps", "install", "--name", "Probe",
+                    "--image", "registry.invalid/sealskin/probe:latest", "--users", "all")
+    # registry.invalid never resolves (RFC 2606): the check fails fast and says so
+    with pytest.raises(ApiCallError) as e:
+        await cli(config, "apps", "check-update", app["id"])
+    assert e.value.status == 502 and e.value.detail
+    with pytest.raises(ApiCallError) as e:
+        await cli(config, "apps", "pull", app["id"])
+    assert e.value.status == 502
+    await cli(config, "apps", "remove", app["id"])
+    assert all(a["id"] != app["id"] for a in await cli(config, "apps", "installed"))
+    capsys.readouterr()

@@ -93,3 +93,14 @@ def test_a_failing_migration_leaves_no_trace(tmp_path: Path) -> None:
 def test_an_unopenable_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(MigrationError, match="cannot open|cannot migrate"):
         migrate(str(tmp_path / "no" / "such" / "dir" / "x.db"))
+
+
+def test_the_database_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    import stat
+
+    db = tmp_path / "private.db"
+    migrate(str(db))
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    db.chmod(0o644)  # a database made by an older version is tightened at the next start
+    migrate(str(db))
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600

@@ -103,6 +103,10 @@ class FileHandlers:
                                         index, data)
         return {"status": "ok", "chunk_index": index}
 
+    async def cancel(self, call: Call, upload_id: str) -> None:
+        """Ours: gives up an unfinished upload (204); the extension never needs it."""
+        await self._d.uploads.cancel(call.caller.username, upload_id)
+
     async def _consume(self, caller: Principal, body: Any, dest: Destination, *,
                        counts: bool) -> Assembled:
         """Assembles the caller's upload at ``dest``; ``counts``: within the storage limit."""

@@ -100,6 +100,7 @@ def file_routes(f: Any) -> list[Route]:
         Route("POST", "/api/upload/initiate", f.initiate, USER),
         Route("POST", "/api/upload/chunk", f.chunk, USER, base64_member="chunk_data_b64"),
         Route("POST", "/api/upload/to_storage", f.to_storage, USER),
+        Route("DELETE", "/api/upload/<upload_id>", f.cancel, USER),
         Route("POST", "/api/launch/file", f.launch_file, USER),
         Route("POST", "/api/sessions/<session_id>/send_file", f.send_file, USER),
         Route("GET", "/api/files/list/<home_dir>", f.list_dir, USER),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from urllib.parse import unquote
 
 from sealskin.api import wire
@@ -14,8 +15,10 @@ from sealskin.orchestration.stores import AppStores, check_name, check_url
 from sealskin.orchestration.updates import Updates
 
 
-def _store_json(s: AppStore) -> wire.Json:
-    return {"name": s.name, "url": s.url}
+def _store_json(s: AppStore, skipped: Sequence[str] = ()) -> wire.Json:
+    """``{name, url}`` (4.10) and ours: ``skipped``, the entries left out at the last
+    reading of the store, one sentence each (which app, which field)."""
+    return {"name": s.name, "url": s.url, "skipped": list(skipped)}
 
 
 class StoreHandlers:
@@ -25,7 +28,8 @@ class StoreHandlers:
         self._icons = icons
 
     async def list_stores(self, call: Call) -> list[wire.Json]:
-        return [_store_json(s) for s in await self._stores.stores()]
+        return [_store_json(s, self._stores.skipped(s.name))
+                for s in await self._stores.stores()]
 
     async def add_store(self, call: Call) -> wire.Json:
         store = AppStore(check_name(call.body.get("name")), check_url(call.body.get("url")))

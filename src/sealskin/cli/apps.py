@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from collections.abc import Mapping
 from typing import Any, Protocol
-from urllib.parse import quote
 
 from twisted.python import usage
 
 from sealskin.cli.options import Empty, Interspersed, Noun
+from sealskin.client import segment
 
 INSTALLED = "/api/admin/apps/installed"
 STORES = "/api/admin/apps/stores"
@@ -92,12 +93,18 @@ class _Install(usage.Options):
             raise usage.UsageError("--name and --image go together.")
 
 
-class _Update(Interspersed):
-    synopsis = "ID --file app.json"
-    optParameters = [["file", "f", None, "the full InstalledApp JSON document"]]
+class _AppId(Interspersed):
+    synopsis = "ID"
 
     def parseArgs(self, *args: str) -> None:
-        self.update(_args(args, "name"))
+        if len(args) != 1:
+            raise usage.UsageError("Expected the app's ID (see `sealskin apps installed`).")
+        self["name"] = args[0]
+
+
+class _Update(_AppId):
+    synopsis = "ID --file app.json"
+    optParameters = [["file", "f", None, "the full InstalledApp JSON document"]]
 
     def postOptions(self) -> None:
         if not self["file"]:
@@ -114,7 +121,9 @@ class AppsOptions(Noun):
              ("installed", Empty, "installed apps and their image status"),
              ("install", _Install, "install an app"),
              ("update", _Update, "replace an installed app from a JSON file"),
-             ("remove", _OneArg, "remove an installed app: ID (see `apps installed`)"))
+             ("remove", _AppId, "remove an installed app: ID (see `apps installed`)"),
+             ("check-update", _AppId, "compare an app's local image with its registry's"),
+             ("pull", _AppId, "pull the newest image of an app now"))
 
 
 # -- running ---------------------------------------------------------------------
@@ -123,11 +132,12 @@ class AppsOptions(Noun):
 async def run_stores(client: Client, verb: str, opts: usage.Options) -> tuple[Any, str]:
     if verb == "list":
         stores = _list(await client.call("GET", STORES))
-        return stores, "\n".join(f"{s['name']}\t{s['url']}" for s in stores) or "(none)"
+        return stores, "\n".join(f"{s['name']}\t{s['url']}{_skipped(s)}"
+                                 for s in stores) or "(none)"
     if verb == "add":
         made = await client.call("POST", STORES, {"name": opts["name"], "url": opts["url"]})
         return made, f"added {opts['name']}"
-    await client.call("DELETE", f"{STORES}/{quote(opts['name'], safe='')}")
+    await client.call("DELETE", f"{STORES}/{segment(opts['name'])}")
     return {"removed": opts["name"]}, f"removed {opts['name']}"
 
 
@@ -141,14 +151,18 @@ async def run_apps(client: Client, verb: str, opts: usage.Options) -> tuple[Any,
         return apps, "\n".join(_installed_row(a) for a in apps) or "(none)"
     if verb == "install":
         app = _dict(await client.call("POST", INSTALLED, await _install_body(client, opts)))
-        refused = app.get("refused_overrides") or []
-        note = f"\nrefused docker_overrides: {', '.join(refused)}" if refused else ""
-        return app, f"installed {app['name']} as {app['id']}{note}"
-    app_id = quote(opts["name"], safe="")
+        return app, f"installed {app['name']} as {app['id']}{_refused(app)}"
+    app_path = f"{INSTALLED}/{segment(opts['name'])}"
     if verb == "update":
-        app = _dict(await client.call("PUT", f"{INSTALLED}/{app_id}", _read_json(opts["file"])))
-        return app, f"updated {app['name']}"
-    await client.call("DELETE", f"{INSTALLED}/{app_id}")
+        app = _dict(await client.call("PUT", app_path, _read_json(opts["file"])))
+        return app, f"updated {app['name']}{_refused(app)}"
+    if verb == "check-update":
+        found = _dict(await client.call("POST", f"{app_path}/check_update"))
+        return found, "\n".join(f"{k}: {v}" for k, v in found.items())
+    if verb == "pull":
+        pulled = _dict(await client.call("POST", f"{app_path}/pull_latest"))
+        return pulled, f"pulled {opts['name']}: {pulled.get('new_sha')}"
+    await client.call("DELETE", app_path)
     return {"removed": opts["name"]}, f"removed {opts['name']}"
 
 
@@ -160,7 +174,21 @@ async def _available(client: Client, store: str | None, *, refresh: bool
             raise usage.UsageError("No app store is configured (sealskin stores add).")
         store = str(stores[0]["name"])
     query = {"store_name": store, **({"refresh": "true"} if refresh else {})}
-    return _list(await client.call("GET", "/api/admin/apps/available", query=query))
+    apps = _list(await client.call("GET", "/api/admin/apps/available", query=query))
+    for s in _list(await client.call("GET", STORES)):
+        if s["name"] == store and s.get("skipped"):
+            sys.stderr.write(f"store {store}:{_skipped(s)}\n")
+    return apps
+
+
+def _skipped(store: Mapping[str, Any]) -> str:
+    entries = store.get("skipped") or []
+    return "".join(f"\n  skipped {entry}" for entry in entries)
+
+
+def _refused(app: Mapping[str, Any]) -> str:
+    refused = app.get("refused_overrides") or []
+    return f"\nrefused docker_overrides: {', '.join(map(str, refused))}" if refused else ""
 
 
 def _installed_row(a: Mapping[str, Any]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from twisted.python import usage
 
 from sealskin.cli.options import Interspersed
-from sealskin.client import ApiClient
+from sealskin.client import ApiClient, segment
 
 MiB = 1024 * 1024
 DEFAULT_CHUNK_BYTES = 8 * MiB
@@ -54,36 +54,64 @@ def _progress(sent: int, total: int) -> None:
 async def upload_file(client: ApiClient, path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                       progress: Callable[[int, int], None] | None = None,
                       ) -> tuple[str, int, str]:
-    """Initiates and sends ``path``; returns (upload_id, total_chunks, local sha256 hex)."""
+    """Initiates and sends ``path``; returns (upload_id, total_chunks, local sha256 hex).
+
+    If sending fails, the unfinished upload is cancelled (it would hold one of the user's
+    upload slots until the server reclaims it)."""
     total = os.path.getsize(path)
     started: Any = await client.call("POST", "/api/upload/initiate", {
         "filename": os.path.basename(path), "total_size": total})
     upload_id = str(started["upload_id"])
     digest, index, sent = hashlib.sha256(), 0, 0
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            digest.update(chunk)
-            await client.call("POST", "/api/upload/chunk", {
-                "upload_id": upload_id, "chunk_index": index,
-                "chunk_data_b64": base64.b64encode(chunk).decode("ascii")})
-            index, sent = index + 1, sent + len(chunk)
-            if progress is not None:
-                progress(sent, total)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(chunk_bytes):
+                digest.update(chunk)
+                await client.call("POST", "/api/upload/chunk", {
+                    "upload_id": upload_id, "chunk_index": index,
+                    "chunk_data_b64": base64.b64encode(chunk).decode("ascii")})
+                index, sent = index + 1, sent + len(chunk)
+                if progress is not None:
+                    progress(sent, total)
+    except BaseException:
+        await cancel_upload(client, upload_id)
+        raise
     return upload_id, index, digest.hexdigest()
+
+
+async def cancel_upload(client: ApiClient, upload_id: str) -> None:
+    """Gives up an unfinished upload, best effort (the server reclaims it anyway)."""
+    try:
+        await client.call("DELETE", f"/api/upload/{segment(upload_id)}")
+    except Exception:
+        pass
+
+
+async def _check_home(client: ApiClient, home: str) -> None:
+    """Refuses an unknown home before any byte is sent (the shared files are checked by
+    the server: it says why when persistent storage is off)."""
+    listed: Any = await client.call("GET", "/api/homedirs")
+    if home != SHARED_FILES and home not in listed.get("home_dirs", []):
+        raise usage.UsageError(f"no home directory named {home!r} (see `sealskin homes list`)")
 
 
 async def run_upload(client: ApiClient, opts: usage.Options) -> tuple[Any, str]:
     """``sealskin upload``: returns (JSON value, text line); raises ValueError on a hash mismatch."""
-    path = opts["path"]
+    path, home = opts["path"], opts["home"]
+    await _check_home(client, home)
     upload_id, count, local = await upload_file(client, path, opts["chunk-bytes"], _progress)
     name = os.path.basename(path)
     body = {"filename": name, "upload_id": upload_id, "total_chunks": count}
-    if opts["home"] == SHARED_FILES:
-        answer: Any = await client.call("POST", "/api/upload/to_storage",
-                                        {**body, "home_name": SHARED_FILES})
-    else:  # into the home's top directory
-        answer = await client.call("POST", f"/api/files/upload_to_dir/{opts['home']}",
-                                   {**body, "path": "/"})
+    try:
+        if home == SHARED_FILES:
+            answer: Any = await client.call("POST", "/api/upload/to_storage",
+                                            {**body, "home_name": SHARED_FILES})
+        else:  # into the home's top directory
+            answer = await client.call("POST", f"/api/files/upload_to_dir/{segment(home)}",
+                                       {**body, "path": "/"})
+    except BaseException:
+        await cancel_upload(client, upload_id)
+        raise
     remote = answer.get("sha256")
     if remote != local:
         raise ValueError(f"checksum mismatch: local {local}, server {remote}")

@@ -19,9 +19,9 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.python import usage
 
 from sealskin.cli.apps import AppsOptions, StoresOptions, run_apps, run_stores
-from sealskin.cli.files import UploadOptions, run_upload, upload_file
+from sealskin.cli.files import UploadOptions, cancel_upload, run_upload, upload_file
 from sealskin.cli.options import Empty, Interspersed, Noun
-from sealskin.client import ApiCallError, ApiClient, ClientConfig
+from sealskin.client import ApiCallError, ApiClient, ClientConfig, segment
 
 
 def _settings(opts: usage.Options) -> dict[str, Any]:
@@ -45,7 +45,9 @@ def _settings(opts: usage.Options) -> dict[str, Any]:
     return out
 
 
-class _SettingsOptions(Interspersed):
+class _GroupSettings(Interspersed):
+    """Settings flags of groups; Twisted gathers ``optParameters`` along the class tree."""
+
     optParameters = [
         ["active", None, None, "true or false"],
         ["persistent-storage", None, None, "true or false"],
@@ -53,17 +55,20 @@ class _SettingsOptions(Interspersed):
         ["gpu", None, None, "true or false"],
         ["session-limit", None, None, "concurrent sessions (-1 = server default)"],
         ["storage-limit", None, None, "MiB (-1 = unlimited)"],
-        ["group", None, None, "group name (users only)"],
     ]
 
-
-class _Named(_SettingsOptions):
     def parseArgs(self, name: str) -> None:  # type: ignore[override]  # usage.Options dispatches by arity
         self["name"] = name
 
 
+class _Named(_GroupSettings):
+    """A user's or admin's name and settings flags."""
+
+    optParameters = [["group", None, None, "group name"]]
+
+
 class _AddPrincipal(_Named):
-    optParameters = _SettingsOptions.optParameters + [
+    optParameters = [
         ["public-key", None, None, "PEM file of the user's public key (default: generate)"],
         ["save-config", None, None, "write the new user's client config (admin.json format) here"],
     ]
@@ -92,8 +97,9 @@ class _Admins(Noun):
 
 
 class _Groups(Noun):
-    verbs = (("list", Empty, "list groups"), ("add", _Named, "add a group"),
-             ("update", _Named, "replace a group's settings"), ("remove", _Named, "remove"))
+    verbs = (("list", Empty, "list groups"), ("add", _GroupSettings, "add a group"),
+             ("update", _GroupSettings, "replace a group's settings"),
+             ("remove", _GroupSettings, "remove"))
 
 
 class _Homes(Noun):
@@ -185,10 +191,10 @@ async def _users(c: ApiClient, verb: str, o: usage.Options, admins: bool) -> tup
         return data[kind], _principal_rows(data[kind])
     name = o["name"]
     if verb == "remove":
-        await c.call("DELETE", f"/api/admin/{kind}/{name}")
+        await c.call("DELETE", f"/api/admin/{kind}/{segment(name)}")
         return {"removed": name}, f"removed {name}"
     if verb == "update":
-        user = _json(await c.call("PUT", f"/api/admin/users/{name}", {"settings": _settings(o)}))
+        user = _json(await c.call("PUT", f"/api/admin/users/{segment(name)}", {"settings": _settings(o)}))
         return user, _principal_rows([user])
     body: dict[str, Any] = {"username": name, "public_key": None}
     if o.get("public-key"):
@@ -218,22 +224,22 @@ async def _groups(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str]:
                                  for g in groups) or "(none)"
     name = o["name"]
     if verb == "remove":
-        await c.call("DELETE", f"/api/admin/groups/{name}")
+        await c.call("DELETE", f"/api/admin/groups/{segment(name)}")
         return {"removed": name}, f"removed {name}"
     if verb == "add":
         g = _json(await c.call("POST", "/api/admin/groups",
                                {"name": name, "settings": _settings(o)}))
     else:
-        g = _json(await c.call("PUT", f"/api/admin/groups/{name}", {"settings": _settings(o)}))
+        g = _json(await c.call("PUT", f"/api/admin/groups/{segment(name)}", {"settings": _settings(o)}))
     return g, f"{g['name']}\t{json.dumps(g['settings'])}"
 
 
 async def _homes(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str]:
     base = "/api/homedirs"
     if o.get("user"):
-        base = f"/api/admin/users/{o['user']}/homedirs"
+        base = f"/api/admin/users/{segment(o['user'])}/homedirs"
     elif o.get("admin-user"):
-        base = f"/api/admin/admins/{o['admin-user']}/homedirs"
+        base = f"/api/admin/admins/{segment(o['admin-user'])}/homedirs"
     args = o["args"]
     if verb == "list":
         homes = _json(await c.call("GET", base))["home_dirs"]
@@ -242,7 +248,7 @@ async def _homes(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str]:
         raise usage.UsageError(f"homes {verb} takes one NAME")
     if verb == "add":
         return await c.call("POST", base, {"home_name": args[0]}), f"added {args[0]}"
-    await c.call("DELETE", f"{base}/{args[0]}")
+    await c.call("DELETE", f"{base}/{segment(args[0])}")
     return {"removed": args[0]}, f"removed {args[0]}"
 
 
@@ -278,7 +284,12 @@ async def _launch(c: ApiClient, o: usage.Options) -> tuple[Any, str]:
         path = "/api/launch/file"
         body.update(filename=os.path.basename(o["file"]), upload_id=upload_id,
                     total_chunks=chunks, open_file_on_launch=True)
-    made = _json(await c.call("POST", path, body))
+    try:
+        made = _json(await c.call("POST", path, body))
+    except BaseException:
+        if o["file"]:
+            await cancel_upload(c, body["upload_id"])
+        raise
     url = _session_base(c) + made["session_url"]
     return {**made, "url": url}, url
 
@@ -287,7 +298,7 @@ async def _sessions(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str
     admin = bool(o.get("all-users"))
     if verb == "stop":
         prefix = "/api/admin/sessions" if admin else "/api/sessions"
-        await c.call("DELETE", f"{prefix}/{o['session_id']}")
+        await c.call("DELETE", f"{prefix}/{segment(o['session_id'])}")
         return {"stopped": o["session_id"]}, f"stopped {o['session_id']}"
     if admin:
         groups = _json(await c.call("GET", "/api/admin/sessions"))
@@ -355,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
 
     async def _main(reactor: Any) -> None:
+        stopping: list[bool] = []  # Ctrl-C: the reactor shuts down under the pending call
+        reactor.addSystemEventTrigger("before", "shutdown", stopping.append, True)
         try:
             await run(reactor, opts)
         except ApiCallError as e:
@@ -368,6 +381,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         except CancelledError:
             raise
         except Exception as e:  # network, TLS, files: one line, no traceback
+            if stopping:
+                sys.stderr.write("\nsealskin: interrupted\n")
+                raise SystemExit(130) from None
             sys.stderr.write(f"sealskin: {_reason(e)}\n")
             raise SystemExit(1) from None
 

@@ -91,6 +91,7 @@ class AppStores:
         self._cache_dir = cache_dir
         self._default_url = default_url
         self._seeded = False
+        self._skipped: dict[str, tuple[str, ...]] = {}
         self._scripts = DeferredSemaphore(4)
 
     # -- the list ------------------------------------------------------------------
@@ -115,6 +116,7 @@ class AppStores:
         except Missing:
             raise ApiError(Kind.NOT_FOUND, f"App store '{name}' not found.") from None
         await self._work.run(_thd_drop_cache, self._cache_dir, cache_key(name))
+        self._skipped.pop(name, None)
 
     async def _seed(self) -> None:
         """Adds the default store once, at first start (upstream-protocol 5.7)."""
@@ -192,8 +194,13 @@ class AppStores:
         return got.body, got.etag
 
     def _report(self, s: AppStore, doc: StoreDocument) -> None:
-        for err in doc.errors:
-            log.warn("app store {store}: skipped {entry}", store=s.name, entry=err.sentence())
+        self._skipped[s.name] = tuple(err.sentence() for err in doc.errors)
+        for sentence in self._skipped[s.name]:
+            log.warn("app store {store}: skipped {entry}", store=s.name, entry=sentence)
+
+    def skipped(self, name: str) -> Sequence[str]:
+        """The entries of store ``name`` left out at its last reading (which app, why)."""
+        return self._skipped.get(name, ())
 
     async def _fetch_scripts(self, s: AppStore, doc: StoreDocument) -> None:
         """Caches ``<dirname of url>/autostart/<id>[-wayland]``; a 404 caches empty (5.8)."""

@@ -45,6 +45,9 @@ class UploadLimits:
     max_chunk_bytes: int = 12 * 1024**2
     per_user: int = 8
     ttl_seconds: float = 24 * 3600
+    # At the per-user limit, the user's own uploads untouched for this long give up their
+    # slot to a new one (0: never), so uploads a client abandoned never lock its user out.
+    stale_seconds: float = 600.0
 
 
 @attrs.frozen
@@ -190,8 +193,11 @@ class Uploads:
         mine = [u for u in await self._store.uploads_older_than(float("inf"))
                 if u.username == username]
         if len(mine) >= self._limits.per_user:
+            mine = await self._reclaim_stale(mine)
+        if len(mine) >= self._limits.per_user:
             raise ApiError(Kind.LIMITED, f"Too many uploads in progress "
-                           f"({self._limits.per_user}).")
+                           f"({self._limits.per_user}); finish or cancel one "
+                           f"(DELETE /api/upload/<upload_id>).")
         upload_id = str(uuid.uuid4())
         now = self._clock.seconds()
         await self._work.run(_thd_make_staging, self._staging(upload_id))
@@ -200,6 +206,29 @@ class Uploads:
         log.debug("upload {upload_id} of {user}: {size} bytes", upload_id=upload_id,
                   user=username, size=total_size)
         return upload_id
+
+    async def _reclaim_stale(self, mine: list[Upload]) -> list[Upload]:
+        """Discards the stale ones among a user's uploads; returns those left."""
+        if not self._limits.stale_seconds:
+            return mine
+        cutoff = self._clock.seconds() - self._limits.stale_seconds
+        left = []
+        for u in mine:
+            if u.updated_at < cutoff and u.id not in self._busy:
+                log.info("upload {upload_id} of {user} untouched since {cutoff}: its slot "
+                         "goes to a new upload", upload_id=u.id, user=u.username,
+                         cutoff=u.updated_at)
+                await self.discard(u)
+            else:
+                left.append(u)
+        return left
+
+    async def cancel(self, username: str, upload_id: object) -> None:
+        """Removes the caller's unfinished upload and its chunks (NOT_FOUND, CONFLICT)."""
+        u = await self.owned(username, upload_id)
+        if u.id in self._busy:
+            raise ApiError(Kind.CONFLICT, "The upload is already being used.")
+        await self.discard(u)
 
     async def owned(self, username: str, upload_id: object) -> Upload:
         """The caller's upload; NOT_FOUND for unknown, malformed or someone else's ids."""

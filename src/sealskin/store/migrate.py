@@ -6,6 +6,7 @@ failure stops startup with :class:`MigrationError`.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from collections.abc import Sequence
@@ -51,7 +52,12 @@ def migrate(path: str, *, migrations: Sequence[Migration] | None = None) -> int:
     known = packaged_migrations() if migrations is None else list(migrations)
     latest = known[-1].version if known else 0
     try:
+        # Owner-only, like the keys; SQLite gives its -wal and -shm files the same mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
         conn = sqlite3.connect(path, isolation_level=None)
+    except OSError as e:
+        raise MigrationError(f"cannot open database {path}: {e.strerror}") from e
     except sqlite3.Error as e:
         raise MigrationError(f"cannot open database {path}: {e}") from e
     try:
