@@ -88,6 +88,8 @@ SETTINGS: tuple[Setting, ...] = (
             "random id kept in the data directory)."),
     Setting("server-key-bits", "4096", "RSA size of the server key made at first start.",
             _positive_int),
+    Setting("reset-admin-key", "false", "At this start, give 'admin' a new key pair and "
+            "write a new admin.json (for a lost one; the old key stops working).", _bool),
     Setting("admin-key-bits", "4096", "RSA size of the bootstrap admin's key.",
             _positive_int),
     Setting("max-body-bytes", str(MiB), "Largest JSON request body accepted.", _positive_int),

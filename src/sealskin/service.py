@@ -94,6 +94,24 @@ class Paths:
         os.makedirs(self.ephemeral, mode=0o711, exist_ok=True)
 
 
+def lock_data_dir(data_dir: str) -> Any:
+    """An exclusive lock on ``<data_dir>/sealskin.lock``, held while the server runs.
+
+    Two servers on one data directory would share its database, keys and server id, and
+    each would remove the other's session containers as unknown. The kernel drops the lock
+    when the process ends, even by ``kill -9``.
+    """
+    import fcntl
+
+    f = open(os.path.join(data_dir, "sealskin.lock"), "a")  # noqa: SIM115  # held open
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise OSError(f"another SealSkin server is using the data directory {data_dir}") from None
+    return f
+
+
 def load_or_create_server_key(path: str, bits: int) -> Any:
     """The E2EE server key: PKCS#8, mode 0600, made once and never regenerated."""
     if os.path.exists(path):
@@ -116,6 +134,7 @@ class SealskinService(Service):
         self.reactor = reactor
         self.paths = Paths(cfg.data_dir)
         self.paths.make()
+        self._lock = lock_data_dir(cfg.data_dir)
         self.server_key = load_or_create_server_key(self.paths.server_key,
                                                     cfg.server_key_bits)
         self.server_public_pem = keys.public_pem(self.server_key)
@@ -339,7 +358,8 @@ class SealskinService(Service):
                               host=self.cfg.host_url or "localhost",
                               api_port=self.api_port, session_port=self.session_port,
                               server_public_key=self.server_public_pem,
-                              key_bits=self.cfg.admin_key_bits)
+                              key_bits=self.cfg.admin_key_bits,
+                              reset=self.cfg.reset_admin_key)
         log.info("SealSkin API on port {api}, sessions (TLS) on port {tls}; admin config: "
                  "{path}", api=self.api_port, tls=self.session_port,
                  path=self.paths.admin_json)
@@ -411,6 +431,7 @@ class SealskinService(Service):
         for pool in (self.stream_pool, self.docker_pool, self.work):
             pool.stop()
         await self.store.close()
+        self._lock.close()  # the data directory is free for the next server
 
     def startService(self) -> None:
         Service.startService(self)

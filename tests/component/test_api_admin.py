@@ -7,6 +7,7 @@ import os
 import stat
 from typing import Any
 
+import pytest
 import pytest_twisted
 
 from server_harness import admin_client, start_server
@@ -172,3 +173,42 @@ async def test_shared_files_home_cannot_be_deleted(admin: Client) -> None:
     assert "_sealskin_shared_files" in (await admin.ok("GET", "/api/homedirs"))["home_dirs"]
     r = await admin.call("DELETE", "/api/homedirs/_sealskin_shared_files")
     assert r.status == 403
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_data_directory_serves_one_server_at_a_time(tmp_path: Any) -> None:
+    data_dir = str(tmp_path / "data")
+    first = await start_server(data_dir)
+    try:
+        with pytest.raises(OSError, match="another SealSkin server is using the data directory"):
+            await start_server(data_dir)
+    finally:
+        await first.stop()
+    second = await start_server(data_dir)  # stopping released the lock
+    await second.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reset_admin_key_writes_a_new_admin_json_and_retires_the_old_key(
+        tmp_path: Any) -> None:
+    data_dir = str(tmp_path / "data")
+    svc = await start_server(data_dir)
+    old = admin_client(svc)
+    await old.ok("POST", "/api/admin/users", {"username": "kept", "public_key": None,
+                                              "settings": {}})
+    await svc.stop()
+    os.unlink(os.path.join(data_dir, "admin.json"))  # lost
+    svc = await start_server(data_dir)  # without the option: nothing is rewritten
+    assert not os.path.exists(svc.paths.admin_json)
+    await svc.stop()
+    svc = await start_server(data_dir, **{"reset-admin-key": "true"})
+    try:
+        assert stat.S_IMODE(os.stat(svc.paths.admin_json).st_mode) == 0o600
+        new = admin_client(svc)
+        assert new.config["private_key"] != old.config["private_key"]
+        data = await new.ok("POST", "/api/admin/data", {})
+        assert [u["username"] for u in data["users"]] == ["kept"]  # nothing else changed
+        stale = Client(new.base, old.config)
+        assert (await stale.call("POST", "/api/admin/status", {})).status == 401
+    finally:
+        await svc.stop()

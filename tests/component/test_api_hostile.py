@@ -101,9 +101,26 @@ async def test_bad_envelopes_are_400_and_write_nothing(admin: Client, server: An
 @pytest_twisted.ensureDeferred
 async def test_plaintext_json_that_is_not_an_object_is_refused(admin: Client) -> None:
     await admin.handshake()
-    sealed = admin.seal([1, 2, 3])
-    r = await admin.raw("POST", "/api/admin/users", body=sealed)
-    assert r.status == 400
+    for value, detail in (([1, 2, 3], "The decrypted request must be a JSON object."),
+                          (None, "The decrypted request must be a JSON object."),
+                          (123, "The decrypted request must be a JSON object.")):
+        r = await admin.raw("POST", "/api/admin/users", body=admin.seal(value))
+        assert (r.status, r.detail) == (400, detail)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_url_that_is_not_utf8_is_a_json_400(admin: Client) -> None:
+    for path in ("/%ff", "/api/admin/users/%ff", "/api/files/list/%c3%28"):
+        r = await admin.raw("GET", path, session=False, token=None)
+        assert r.status == 400 and r.detail == "The URL is not valid UTF-8.", (path, r)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_known_path_with_the_wrong_method_is_405(admin: Client) -> None:
+    for method, path in (("GET", "/api/handshake/initiate"), ("PUT", "/api/admin/status"),
+                         ("PATCH", "/api/admin/users/x")):
+        r = await admin.raw(method, path, session=False, token=None)
+        assert r.status == 405 and r.detail == "Method not allowed.", (method, path, r)
 
 
 @pytest_twisted.ensureDeferred

@@ -139,3 +139,36 @@ async def test_cli_app_lifecycle_with_update_check_on_a_registry_less_machine(
     await cli(config, "apps", "remove", app["id"])
     assert all(a["id"] != app["id"] for a in await cli(config, "apps", "installed"))
     capsys.readouterr()
+
+
+@pytest_twisted.ensureDeferred
+async def test_save_config_never_loses_the_key_nor_overwrites_a_file(
+        server: Any, tmp_path: Path, capsys: Any) -> None:
+    from twisted.python import usage
+
+    config = write_config(server, tmp_path)
+    with pytest.raises(usage.UsageError, match="cannot write"):
+        await cli(config, "users", "add", "kim", "--save-config", str(tmp_path / "no" / "k.json"))
+    with pytest.raises(usage.UsageError, match="already exists"):
+        await cli(config, "users", "add", "kim", "--save-config", config)
+    assert json.loads(Path(config).read_text())["username"] == "admin"  # untouched
+    names = [u["username"] for u in await cli(config, "users", "list")]
+    assert "kim" not in names  # refused before the account was made
+    # the server refuses (a name taken): the file made for the key is removed again
+    await cli(config, "users", "add", "kim")
+    from sealskin.client import ApiCallError
+    with pytest.raises(ApiCallError):
+        await cli(config, "users", "add", "kim", "--save-config", str(tmp_path / "kim.json"))
+    assert not (tmp_path / "kim.json").exists()
+    await cli(config, "users", "remove", "kim")
+    capsys.readouterr()
+
+
+def test_admins_take_no_settings_and_groups_no_group() -> None:
+    from twisted.python import usage
+
+    for argv in (["admins", "add", "ina", "--active", "false"],
+                 ["groups", "update", "team", "--group", "other"],
+                 ["users", "remove", "bob", "--gpu", "true"]):
+        with pytest.raises(usage.UsageError):
+            Options().parseOptions(["--config", "x.json", *argv])

@@ -120,6 +120,19 @@ async def test_set_settings_returns_and_keeps_the_new_settings(store: Store) -> 
 
 
 @ensure
+async def test_set_public_key_replaces_the_key_of_users_and_admins(store: Store) -> None:
+    await store.add_principal(user("alice"), actor="root")
+    await store.add_principal(admin("root"), actor="root")
+    assert await store.set_public_key("alice", "NEW PEM", actor="root") == user(
+        "alice", public_key="NEW PEM")
+    assert (await store.set_public_key("root", "NEW ROOT", actor="root")).public_key == "NEW ROOT"
+    assert (await store.principal("root")).public_key == "NEW ROOT"
+    with pytest.raises(Missing):
+        await store.set_public_key("nobody", "X", actor="root")
+    assert [r.action for r in await store.audit(limit=2)].count("principal.rekey") == 2
+
+
+@ensure
 async def test_set_settings_of_unknown_user_or_admin_is_missing(store: Store) -> None:
     await store.add_principal(admin("root"), actor="root")
     with pytest.raises(Missing):

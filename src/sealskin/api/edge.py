@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from sealskin.blocking import Pool
-from sealskin.crypto import CryptoError, EnvelopeError, envelope, inplace
+from sealskin.crypto import CryptoError, EnvelopeError, PlaintextError, envelope, inplace
 from sealskin.crypto.sessions import CryptoSessions
 from sealskin.errors import ApiError, Kind
 from sealskin.model import Principal
@@ -219,7 +219,9 @@ class Edge:
                 # Our own descriptor: Twisted closes its file if the client goes away meanwhile.
                 own = io.FileIO(os.dup(fileno()), "rb")
                 opened = await self._work.run(_thd_open_own, key, own, size, route.base64_member)
-        except CryptoError:
+        except PlaintextError as e:  # ours: the envelope was fine, its content is not
+            raise ApiError(Kind.HANDSHAKE, str(e)) from None
+        except CryptoError:  # the wire text of upstream-protocol 2.3, whatever the cause
             raise ApiError(Kind.HANDSHAKE, BAD_BODY) from None
         if opened is None:
             return {}

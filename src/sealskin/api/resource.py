@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from klein import Klein
 from twisted.web.iweb import IRequest
@@ -54,11 +55,18 @@ class _FastLane(Resource):
         super().__init__()  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
         self._edge = edge
         self._lane = {(r.method.encode(), r.path.encode()): r for r in lane}
+        self._lane_paths = {r.path.encode() for r in lane}
         self._klein = klein
 
     def render(self, request: Any) -> bytes | int:  # a server.Request (finished, _disconnected)
         route = self._lane.get((request.method, request.path))
         if route is None:
+            if request.path in self._lane_paths:  # Klein does not know these paths
+                return render_error(request, 405, "Method not allowed.")
+            try:  # Klein would log a traceback and answer in HTML
+                unquote_to_bytes(request.path).decode("utf-8")
+            except UnicodeDecodeError:
+                return render_error(request, 400, "The URL is not valid UTF-8.")
             rendered: bytes | int = self._klein.render(request)
             return rendered
 

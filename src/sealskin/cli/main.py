@@ -45,7 +45,12 @@ def _settings(opts: usage.Options) -> dict[str, Any]:
     return out
 
 
-class _GroupSettings(Interspersed):
+class _Name(Interspersed):
+    def parseArgs(self, name: str) -> None:  # type: ignore[override]  # usage.Options dispatches by arity
+        self["name"] = name
+
+
+class _GroupSettings(_Name):
     """Settings flags of groups; Twisted gathers ``optParameters`` along the class tree."""
 
     optParameters = [
@@ -53,12 +58,9 @@ class _GroupSettings(Interspersed):
         ["persistent-storage", None, None, "true or false"],
         ["public-sharing", None, None, "true or false"],
         ["gpu", None, None, "true or false"],
-        ["session-limit", None, None, "concurrent sessions (-1 = server default)"],
+        ["session-limit", None, None, "concurrent sessions (0 or -1 = server default)"],
         ["storage-limit", None, None, "MiB (-1 = unlimited)"],
     ]
-
-    def parseArgs(self, name: str) -> None:  # type: ignore[override]  # usage.Options dispatches by arity
-        self["name"] = name
 
 
 class _Named(_GroupSettings):
@@ -88,18 +90,24 @@ def _sub(name: str, options: type[usage.Options], help_text: str) -> list[Any]:
 
 class _Users(Noun):
     verbs = (("list", Empty, "list users"), ("add", _AddPrincipal, "add a user"),
-             ("update", _Named, "change a user's settings"), ("remove", _Named, "remove a user"))
+             ("update", _Named, "change a user's settings"), ("remove", _Name, "remove a user"))
+
+
+class _AddAdmin(_Name):
+    """Admins have no settings: only a key (given or generated) and a config file."""
+
+    optParameters = _AddPrincipal.optParameters
 
 
 class _Admins(Noun):
-    verbs = (("list", Empty, "list admins"), ("add", _AddPrincipal, "add an admin"),
-             ("remove", _Named, "remove an admin"))
+    verbs = (("list", Empty, "list admins"), ("add", _AddAdmin, "add an admin"),
+             ("remove", _Name, "remove an admin"))
 
 
 class _Groups(Noun):
     verbs = (("list", Empty, "list groups"), ("add", _GroupSettings, "add a group"),
-             ("update", _GroupSettings, "replace a group's settings"),
-             ("remove", _GroupSettings, "remove"))
+             ("update", _GroupSettings, "change a group's settings (others are kept)"),
+             ("remove", _Name, "remove a group"))
 
 
 class _Homes(Noun):
@@ -198,23 +206,44 @@ async def _users(c: ApiClient, verb: str, o: usage.Options, admins: bool) -> tup
         return user, _principal_rows([user])
     body: dict[str, Any] = {"username": name, "public_key": None}
     if o.get("public-key"):
+        if o.get("save-config"):
+            raise usage.UsageError("--save-config writes a generated private key; a user "
+                                   "registered with --public-key builds their own config")
         with open(o["public-key"], encoding="utf-8", errors="replace") as f:
             body["public_key"] = f.read()
         if not body["public_key"].strip():
             raise usage.UsageError(f"{o['public-key']} is empty: no public key to register")
     if not admins:
         body["settings"] = _settings(o)
-    made = _json(await c.call("POST", f"/api/admin/{kind}", body))
+    # The file is made before the account, so the one copy of the key has a place to go.
+    saved = _new_private_file(o["save-config"]) if o.get("save-config") else None
+    try:
+        made = _json(await c.call("POST", f"/api/admin/{kind}", body))
+    except BaseException:
+        if saved is not None:
+            saved.close()
+            os.unlink(o["save-config"])
+        raise
     text = _principal_rows([made["user"]])
-    if made.get("private_key") and o.get("save-config"):
+    if saved is not None:
         doc = {**attrs.asdict(c.config), "username": name, "private_key": made["private_key"]}
-        fd = os.open(o["save-config"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=2)
+        with saved:
+            json.dump(doc, saved, indent=2)
         text += f"\nclient config written to {o['save-config']}"
     elif made.get("private_key"):
         text += "\n" + made["private_key"]
     return made, text
+
+
+def _new_private_file(path: str) -> Any:
+    """A new file, mode 0600, open for writing; never an existing one (a config in use)."""
+    try:
+        return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w")
+    except FileExistsError:
+        raise usage.UsageError(f"{path} already exists; --save-config writes a new file "
+                               "only") from None
+    except OSError as e:
+        raise usage.UsageError(f"cannot write {path}: {e.strerror}") from None
 
 
 async def _groups(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str]:
@@ -236,6 +265,8 @@ async def _groups(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str]:
 
 async def _homes(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str]:
     base = "/api/homedirs"
+    if o.get("user") and o.get("admin-user"):
+        raise usage.UsageError("--user and --admin-user go one at a time")
     if o.get("user"):
         base = f"/api/admin/users/{segment(o['user'])}/homedirs"
     elif o.get("admin-user"):

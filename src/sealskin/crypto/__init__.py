@@ -17,6 +17,10 @@ class EnvelopeError(CryptoError):
     """An AES-GCM envelope is malformed or does not decrypt."""
 
 
+class PlaintextError(EnvelopeError):
+    """An envelope opened, but its plaintext is not a JSON object (the message says which)."""
+
+
 class HandshakeError(CryptoError):
     """A handshake message is malformed, unsigned or undecryptable."""
 

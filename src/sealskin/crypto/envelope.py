@@ -18,11 +18,14 @@ import pybase64
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from sealskin.crypto import EnvelopeError
+from sealskin.crypto import EnvelopeError, PlaintextError
 
 IV_BYTES = 12
 TAG_BYTES = 16
 DECRYPT_FAILED = "Failed to decrypt request"  # upstream-protocol 2.3: the wire text
+# Ours: the envelope opened, but what it held is not a request body.
+PLAINTEXT_NOT_JSON = "The decrypted request is not JSON."
+PLAINTEXT_NOT_OBJECT = "The decrypted request must be a JSON object."
 
 
 def b64encode(data: bytes) -> str:
@@ -133,9 +136,9 @@ def parse_object(plaintext: bytes | bytearray, *, size: int | None = None,
     try:
         obj = _loads(plaintext, len(plaintext) if size is None else size)
     except (ValueError, RecursionError):
-        raise EnvelopeError(DECRYPT_FAILED) from None
+        raise PlaintextError(PLAINTEXT_NOT_JSON) from None
     if not isinstance(obj, dict):
-        raise EnvelopeError(DECRYPT_FAILED)
+        raise PlaintextError(PLAINTEXT_NOT_OBJECT)
     return obj
 
 

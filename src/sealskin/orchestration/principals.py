@@ -174,6 +174,18 @@ class Principals:
         finally:
             self._forget()
 
+    async def rekey(self, actor: str, username: str, *, key_bits: int) -> str:
+        """Gives ``username`` a new key pair; returns its private half (PKCS#8 PEM) once.
+        The old key stops working at once. NOT_FOUND for an unknown name."""
+        private, public = await self._work.run(_generate_pair, key_bits)
+        try:
+            await self._store.set_public_key(username, public, actor=actor)
+        except Missing:
+            raise ApiError(Kind.NOT_FOUND, f"User '{username}' not found.") from None
+        finally:
+            self._forget()
+        return private
+
     async def remove(self, actor: str, username: str, *, is_admin: bool) -> Principal:
         """Removes a user (``is_admin=False``) or an admin; ``admin`` itself is kept."""
         p = await self.get(username)

@@ -125,6 +125,12 @@ class SqliteStore:
         entry = self._entry(actor, "user.update", username, {"settings": rows.settings_dict(s)})
         return await self._run(True, _thd_set_settings, username, s, entry)
 
+    async def set_public_key(self, username: str, public_key: str, *, actor: str
+                             ) -> Principal:
+        """Replaces a user's or admin's key (SPKI PEM); raises Missing."""
+        entry = self._entry(actor, "principal.rekey", username)
+        return await self._run(True, _thd_set_public_key, username, public_key, entry)
+
     async def remove_principal(self, username: str, *, actor: str) -> None:
         """Also removes the principal's homes and uploads; raises Missing."""
         # The action ("user.remove" or "admin.remove") depends on the row: the thread sets it.
@@ -331,6 +337,16 @@ def _thd_add_principal(txn: _Txn, p: Principal, e: AuditEntry) -> None:
 def _thd_set_settings(txn: _Txn, username: str, s: UserSettings, e: AuditEntry) -> Principal:
     _thd_changed(txn.execute("UPDATE principals SET settings = ? WHERE username = ? AND is_admin = 0",
                              (rows.dumps(rows.settings_dict(s)), username)), "user")
+    _thd_insert_audit(txn, e)
+    p = _thd_principal(txn, username)
+    assert p is not None  # updated in this transaction
+    return p
+
+
+def _thd_set_public_key(txn: _Txn, username: str, public_key: str, e: AuditEntry
+                        ) -> Principal:
+    _thd_changed(txn.execute("UPDATE principals SET public_key = ? WHERE username = ?",
+                             (public_key, username)), "principal")
     _thd_insert_audit(txn, e)
     p = _thd_principal(txn, username)
     assert p is not None  # updated in this transaction
