@@ -93,6 +93,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("admin-key-bits", "4096", "RSA size of the bootstrap admin's key.",
             _positive_int),
     Setting("max-body-bytes", str(MiB), "Largest JSON request body accepted.", _positive_int),
+    Setting("max-header-bytes", "16384", "Largest HTTP request head on both ports (the "
+            "request line, and all header lines together): 414 or 431 past it.", _positive_int),
     Setting("max-upload-body-bytes", str(16 * MiB), "Largest body for /api/upload/chunk "
             "(a base64 chunk inside the envelope).", _positive_int),
     Setting("crypto-session-idle-seconds", "86400", "Idle time after which a crypto "

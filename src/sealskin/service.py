@@ -312,7 +312,7 @@ class SealskinService(Service):
 
     def _site(self, root: IResource) -> Site:
         return ApiSite(root, request_factory=self._request_factory(),
-                       access_log=self.cfg.access_log)
+                       access_log=self.cfg.access_log, max_head_bytes=self.cfg.max_header_bytes)
 
     def _api_port_root(self) -> IResource:
         """The API port's tree: ``/public`` and the API."""
@@ -366,7 +366,8 @@ class SealskinService(Service):
 
     async def _listen_tls(self) -> IListeningPort:
         ctx = tls.server_context_factory(self.tls_cert, self.tls_key)
-        site = build_site(self._tls_root(), access_log=self.cfg.access_log)
+        site = build_site(self._tls_root(), access_log=self.cfg.access_log,
+                          max_head_bytes=self.cfg.max_header_bytes)
         site.requestFactory = self._request_factory(StreamingRequest)
         desc = self.cfg.session_endpoint or f"tcp:{self.cfg.session_port}"
         ep = endpoints.serverFromString(self.reactor, desc)
@@ -395,7 +396,7 @@ class SealskinService(Service):
             proxy_timeout_seconds=cfg.proxy_timeout_seconds,
             ws_ping_seconds=cfg.ws_ping_seconds, ws_ping_timeout_seconds=cfg.ws_ping_timeout_seconds,
             ws_max_message_bytes=cfg.ws_max_message_bytes,
-            access_log=cfg.access_log))
+            access_log=cfg.access_log, max_header_bytes=cfg.max_header_bytes))
 
     @property
     def api_port(self) -> int:

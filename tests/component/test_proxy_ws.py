@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import json
 import pytest
 import pytest_twisted
 from autobahn.twisted.websocket import (
@@ -22,7 +23,7 @@ from zope.interface import implementer
 
 from sealskin.proxy.relay import PING_PAYLOAD
 from sealskin.proxy.ws import WsLimits, _ReactorTimer, acceleration
-from test_proxy_support import APP_AUTH, ProxyEnv, open_session, proxy_cert, proxy_make, reactor, wait_for
+from test_proxy_support import APP_AUTH, ProxyEnv, fetch, open_session, proxy_cert, proxy_make, reactor, wait_for
 
 __all__ = ["proxy_cert", "proxy_make"]
 
@@ -143,6 +144,19 @@ async def test_foreign_origin_is_refused_403(proxy_make: Any) -> None:
     with pytest.raises(Refused) as refused:
         await connect(env, cookie, origin="https://evil.example")
     assert refused.value.status == 403
+    assert env.app.ws_requests == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_foreign_origin_refusal_says_why_in_json(proxy_make: Any) -> None:
+    env = await proxy_make()
+    cookie = await open_session(env)
+    response, body = await fetch(env, b"GET", f"/{env.session_id}/websockify", {
+        b"cookie": [cookie.encode()], b"origin": [b"https://evil.example"],
+        b"upgrade": [b"websocket"], b"connection": [b"Upgrade"],
+        b"sec-websocket-version": [b"13"], b"sec-websocket-key": [b"dGhlIHNhbXBsZSBub25jZQ=="]})
+    assert response.code == 403
+    assert json.loads(body) == {"detail": "Cross-origin WebSocket refused."}
     assert env.app.ws_requests == []
 
 

@@ -15,6 +15,7 @@ from twisted.web.server import Site
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from sealskin.api.edge import Edge, Route, render_error
+from sealskin.httpbody import channel_factory
 
 
 def _bind(app: Klein, edge: Edge, route: Route, endpoint: str) -> None:
@@ -29,10 +30,12 @@ class ApiSite(Site):
 
     displayTracebacks = False
 
-    def __init__(self, root: IResource, *, request_factory: Any, access_log: bool) -> None:
+    def __init__(self, root: IResource, *, request_factory: Any, access_log: bool,
+                 max_head_bytes: int = 16384) -> None:
         # nothing here reads form fields; parsing each POST's Content-Type costs ~0.1 ms
         super().__init__(root, requestFactory=request_factory, parsePOSTFormSubmission=False)  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
         self._access_log = access_log
+        self.protocol = channel_factory(max_head_bytes)  # type: ignore[method-assign]  # a factory attribute, typed as a method
 
     def log(self, request: Any) -> None:
         if self._access_log:

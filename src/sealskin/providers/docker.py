@@ -449,7 +449,8 @@ class _BoundedAdapter(BaseAdapter):
 def _pull_detail(message: str) -> str:
     lowered = message.lower()
     if any(marker in lowered for marker in _UNREACHABLE_REGISTRY):
-        return "Image registry unreachable: the image could not be pulled."
+        return ("Image registry unreachable: the image is not on this host and could not be "
+                "pulled (is its name right?).")
     if any(marker in lowered for marker in _UNKNOWN_IMAGE):
         return "The image was not found in its registry."
     return _FAILED["pull"]

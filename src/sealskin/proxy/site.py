@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web import http as twisted_http, server
 from twisted.web.resource import IResource, Resource
 
+from sealskin.httpbody import channel_factory
 from sealskin.proxy import SessionDirectory
 from sealskin.proxy.gate import ACCESS_TOKEN, Gate, json_error, query_flag, split_session_path
 from sealskin.proxy.http import (
@@ -28,7 +29,7 @@ from sealskin.proxy.http import (
     HttpLimits,
     StreamingRequest,
 )
-from sealskin.proxy.ws import WsBridges, WsLimits
+from sealskin.proxy.ws import WsBridges, WsLimits, same_host
 
 log = Logger()
 
@@ -101,6 +102,11 @@ class SessionResource(Resource):
         if route is None:
             return json_error(request, 404, "No such session.")
         if _is_upgrade(request):
+            origin = request.getHeader(b"origin")
+            host = request.getHeader(b"host") or b""
+            if origin and not same_host(origin.decode("latin-1"), host.decode("latin-1")):
+                # Autobahn checks this too, but answers without a body
+                return json_error(request, 403, "Cross-origin WebSocket refused.")
             return self._ws.render(request)
         return self._http.render(request, session_id, route)
 
@@ -225,7 +231,7 @@ class ProxySite(server.Site):
     displayTracebacks = False
 
     def __init__(self, root: IResource, *, idle_timeout_seconds: float,
-                 access_log: bool = True) -> None:
+                 access_log: bool = True, max_head_bytes: int = 16384) -> None:
         super().__init__(root, requestFactory=StreamingRequest, timeout=idle_timeout_seconds,  # type: ignore[no-untyped-call]  # Twisted leaves this untyped
                          logFormatter=_redacted_log_line,
                          # nothing here reads form fields; parsing each POST's
@@ -233,6 +239,7 @@ class ProxySite(server.Site):
                          parsePOSTFormSubmission=False)
         self.early_body_router = root if isinstance(root, ProxyRoot) else None
         self._access_log = access_log
+        self.protocol = channel_factory(max_head_bytes)  # type: ignore[method-assign]  # a factory attribute, typed as a method
 
     def log(self, request: twisted_http.Request) -> None:
         # One formatted line per request (combined format, then the text or JSON observer and a
@@ -242,12 +249,13 @@ class ProxySite(server.Site):
 
 
 def build_site(root: IResource, *, idle_timeout_seconds: float = 300.0,
-               access_log: bool = True) -> ProxySite:
+               access_log: bool = True, max_head_bytes: int = 16384) -> ProxySite:
     """The ``Site`` for the session port; ``idle_timeout_seconds`` closes silent connections.
 
     ``access_log=False`` drops the per-request access log line (proxied requests included).
     """
-    return ProxySite(root, idle_timeout_seconds=idle_timeout_seconds, access_log=access_log)
+    return ProxySite(root, idle_timeout_seconds=idle_timeout_seconds, access_log=access_log,
+                     max_head_bytes=max_head_bytes)
 
 
 def _redact(target: bytes) -> bytes:

@@ -71,6 +71,7 @@ class WorkerConfig:
     ws_ping_timeout_seconds: float
     ws_max_message_bytes: int
     access_log: bool = False
+    max_header_bytes: int = 16384
 
 
 class WorkerDirectory:
@@ -219,7 +220,7 @@ def run(reactor: Any, cfg: WorkerConfig, fd: int) -> None:
                           ping_seconds=cfg.ws_ping_seconds,
                           ping_timeout_seconds=cfg.ws_ping_timeout_seconds,
                           max_message_bytes=cfg.ws_max_message_bytes))
-    site = build_site(root, access_log=cfg.access_log)
+    site = build_site(root, access_log=cfg.access_log, max_head_bytes=cfg.max_header_bytes)
     site.requestFactory = limited_request_factory(
         cfg.max_body_bytes, {b"/api/upload/chunk": cfg.max_upload_body_bytes}, StreamingRequest)
     context = tls.server_context_factory(Path(cfg.cert), Path(cfg.key))

@@ -292,7 +292,7 @@ class WsBridges:
         found = self._gate.refusal(headers, session_id)
         if found is not None:
             return found
-        if request.origin and not _same_host(request.origin, request.host):
+        if request.origin and not same_host(request.origin, request.host):
             log.debug("refused cross-origin WebSocket for session {session_id}", session_id=session_id)
             return ConnectionDeny.FORBIDDEN, "Cross-origin WebSocket refused."
         return None
@@ -353,7 +353,7 @@ class WsBridges:
         return len(self._relays.get(session_id.lower(), ()))
 
 
-def _same_host(origin: str, host: str | None) -> bool:
+def same_host(origin: str, host: str | None) -> bool:
     """True if ``Origin``'s host and port equal the request's ``Host`` (default ports filled in)."""
     if not host:
         return False
@@ -371,4 +371,4 @@ def _same_host(origin: str, host: str | None) -> bool:
         return False
 
 
-__all__ = ["WsBridges", "WsLimits", "acceleration", "GOING_AWAY"]
+__all__ = ["WsBridges", "WsLimits", "acceleration", "same_host", "GOING_AWAY"]
