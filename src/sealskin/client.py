@@ -130,6 +130,7 @@ class ApiClient:
         agent: IAgent | None = None,
     ) -> None:
         self._reactor = reactor
+        self.reactor = reactor
         self._config = config
         self.config = config
         self._key = keys.load_private_pem(config.private_key.encode("utf-8"))

@@ -333,3 +333,25 @@ async def test_a_stale_upload_gives_its_slot_to_a_new_one(tmp_path: Path) -> Non
         assert r.status == 429  # nothing stale left to reclaim
     finally:
         await svc.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_removed_users_unfinished_uploads_leave_the_disk(tmp_path: Path) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    svc = await start_server(str(tmp_path / "data"), **{"cleanup-interval-seconds": "1"})
+    try:
+        admin = admin_client(svc)
+        carol = await make_user(admin, "carol")
+        uid, _ = await upload(carol, b"c" * 3000)
+        mine, _ = await upload(admin, b"a" * 10)
+        root = Path(svc.paths.internal) / "uploads"
+        assert (await admin.call("DELETE", "/api/admin/users/carol")).status == 204
+        for name in (uid, mine):  # older than the grace that protects a starting upload
+            os.utime(root / name, (0, 0))
+        await deferLater(reactor, 1.5, lambda: None)  # a cleanup round
+        assert not (root / uid).exists()
+        assert (root / mine).is_dir()  # an upload that still has its row stays
+    finally:
+        await svc.stop()

@@ -172,3 +172,35 @@ def test_admins_take_no_settings_and_groups_no_group() -> None:
                  ["users", "remove", "bob", "--gpu", "true"]):
         with pytest.raises(usage.UsageError):
             Options().parseOptions(["--config", "x.json", *argv])
+
+
+@pytest_twisted.ensureDeferred
+async def test_ctrl_c_during_an_upload_cancels_it_on_the_server(server: Any,
+                                                              tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    from twisted.internet.task import deferLater
+    from twisted.internet.threads import deferToThread
+
+    config = write_config(server, tmp_path)
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.write(os.urandom(1024 * 1024) * 200)  # 200 MiB: far from done when interrupted
+    proc = subprocess.Popen([sys.executable, "-m", "sealskin.cli.main", "-c", config, "upload",
+                             str(big), "--chunk-mib", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):  # until the upload has started on the server
+            if await server.store.uploads_older_than(float("inf")):
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        assert await server.store.uploads_older_than(float("inf")), "the upload never started"
+        proc.send_signal(signal.SIGINT)
+        _, err = await deferToThread(proc.communicate, timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and b"interrupted" in err, err
+    assert await server.store.uploads_older_than(float("inf")) == []
+    assert list((Path(server.paths.internal) / "uploads").iterdir()) == []

@@ -189,9 +189,11 @@ async def test_deactivating_or_removing_a_user_ends_their_sessions(live: Any,
                                                                    docker_client: Any) -> None:
     admin = admin_client(live)
     app_id = await install_probe(admin)
-    for change in ("deactivate", "remove"):
+    await admin.ok("POST", "/api/admin/groups", {"name": "closing", "settings": {}})
+    for change in ("deactivate", "remove", "group"):
+        settings = {"group": "closing"} if change == "group" else {}
         made = await admin.ok("POST", "/api/admin/users", {"username": f"u{change}",
-                                                          "settings": {}})
+                                                          "settings": settings})
         user = Client(admin.base, {**admin.config, "username": f"u{change}",
                                    "private_key": made["private_key"]})
         launched = await user.ok("POST", "/api/launch/simple", {"application_id": app_id})
@@ -199,8 +201,26 @@ async def test_deactivating_or_removing_a_user_ends_their_sessions(live: Any,
         cookie = await open_session(live, launched["session_url"])
         if change == "deactivate":
             await admin.ok("PUT", f"/api/admin/users/u{change}", {"settings": {"active": False}})
+        elif change == "group":  # a deactivated group deactivates its members
+            await admin.ok("PUT", "/api/admin/groups/closing", {"settings": {"active": False}})
         else:
             assert (await admin.call("DELETE", f"/api/admin/users/u{change}")).status == 204
         assert containers(docker_client, sid) == []
         code, _, _ = await https(live, "GET", f"/{sid}/", {"Cookie": cookie})
         assert code in (401, 403, 404)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_home_in_use_by_a_session_cannot_be_removed(live: Any) -> None:
+    admin = admin_client(live)
+    app_id = await install_probe(admin)
+    await admin.ok("POST", "/api/homedirs", {"home_name": "busy"})
+    launched = await admin.ok("POST", "/api/launch/simple",
+                              {"application_id": app_id, "home_name": "busy"})
+    home = Path(live.paths.homes) / "admin" / "busy"
+    r = await admin.call("DELETE", "/api/homedirs/busy")
+    assert r.status == 409 and "in use" in r.detail
+    assert home.is_dir()  # still mounted, still there
+    await admin.ok("DELETE", f"/api/sessions/{launched['session_id']}")
+    assert (await admin.call("DELETE", "/api/homedirs/busy")).status == 204
+    assert not home.exists()

@@ -117,6 +117,10 @@ class AdminHandlers:
                                  base=current.settings if current else None)
         group = await self._principals.set_group(call.caller.username,
                                                  Group(group_name, _no_group(settings)))
+        for p in await self._principals.everyone():  # a deactivated group's members too
+            if p.settings is not None and p.settings.group == group_name \
+                    and not (await self._principals.effective(p)).active:
+                await self._end_sessions(p.username)
         return wire.group(group)
 
     async def delete_group(self, call: Call, group_name: str) -> None:

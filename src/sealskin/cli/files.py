@@ -7,12 +7,14 @@ the server computes while assembling is compared with the local one.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from sealskin.cli.options import Interspersed
@@ -51,31 +53,68 @@ def _progress(sent: int, total: int) -> None:
         sys.stderr.write("\n")
 
 
-async def upload_file(client: ApiClient, path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+class Unfinished:
+    """The upload this command started and has not had consumed yet.
+
+    Leaving the ``async with`` block any other way than after :meth:`consumed` cancels it,
+    and so does Ctrl-C: a shutdown trigger sends the cancel before the reactor stops (it
+    would otherwise hold one of the user's upload slots until the server reclaims it).
+    """
+
+    CANCEL_SECONDS = 3.0
+
+    def __init__(self, client: ApiClient) -> None:
+        self._client = client
+        self.upload_id: str | None = None
+        self._trigger: Any = None
+
+    def started(self, upload_id: str) -> None:
+        self.upload_id = upload_id
+        self._trigger = self._client.reactor.addSystemEventTrigger(  # type: ignore[attr-defined]  # a full reactor
+            "before", "shutdown", self._cancel_at_shutdown)
+
+    def consumed(self) -> None:
+        self.upload_id = None
+
+    async def __aenter__(self) -> Unfinished:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._trigger is not None:
+            with contextlib.suppress(ValueError, KeyError):  # it may have fired already
+                self._client.reactor.removeSystemEventTrigger(self._trigger)  # type: ignore[attr-defined]  # a full reactor
+        upload_id, self.upload_id = self.upload_id, None
+        if upload_id is not None:
+            await cancel_upload(self._client, upload_id)
+
+    def _cancel_at_shutdown(self) -> Deferred[None] | None:
+        upload_id, self.upload_id = self.upload_id, None
+        if upload_id is None:
+            return None
+        d = Deferred.fromCoroutine(cancel_upload(self._client, upload_id))
+        return d.addTimeout(self.CANCEL_SECONDS, self._client.reactor).addErrback(lambda _: None)
+
+
+async def upload_file(client: ApiClient, path: str, unfinished: Unfinished,
+                      chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                       progress: Callable[[int, int], None] | None = None,
                       ) -> tuple[str, int, str]:
-    """Initiates and sends ``path``; returns (upload_id, total_chunks, local sha256 hex).
-
-    If sending fails, the unfinished upload is cancelled (it would hold one of the user's
-    upload slots until the server reclaims it)."""
+    """Initiates and sends ``path``; returns (upload_id, total_chunks, local sha256 hex)."""
     total = os.path.getsize(path)
     started: Any = await client.call("POST", "/api/upload/initiate", {
         "filename": os.path.basename(path), "total_size": total})
     upload_id = str(started["upload_id"])
+    unfinished.started(upload_id)
     digest, index, sent = hashlib.sha256(), 0, 0
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(chunk_bytes):
-                digest.update(chunk)
-                await client.call("POST", "/api/upload/chunk", {
-                    "upload_id": upload_id, "chunk_index": index,
-                    "chunk_data_b64": base64.b64encode(chunk).decode("ascii")})
-                index, sent = index + 1, sent + len(chunk)
-                if progress is not None:
-                    progress(sent, total)
-    except BaseException:
-        await cancel_upload(client, upload_id)
-        raise
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            digest.update(chunk)
+            await client.call("POST", "/api/upload/chunk", {
+                "upload_id": upload_id, "chunk_index": index,
+                "chunk_data_b64": base64.b64encode(chunk).decode("ascii")})
+            index, sent = index + 1, sent + len(chunk)
+            if progress is not None:
+                progress(sent, total)
     return upload_id, index, digest.hexdigest()
 
 
@@ -99,19 +138,19 @@ async def run_upload(client: ApiClient, opts: usage.Options) -> tuple[Any, str]:
     """``sealskin upload``: returns (JSON value, text line); raises ValueError on a hash mismatch."""
     path, home = opts["path"], opts["home"]
     await _check_home(client, home)
-    upload_id, count, local = await upload_file(client, path, opts["chunk-bytes"], _progress)
-    name = os.path.basename(path)
-    body = {"filename": name, "upload_id": upload_id, "total_chunks": count}
-    try:
+    async with Unfinished(client) as unfinished:
+        upload_id, count, local = await upload_file(client, path, unfinished,
+                                                    opts["chunk-bytes"], _progress)
+        body = {"filename": os.path.basename(path), "upload_id": upload_id,
+                "total_chunks": count}
         if home == SHARED_FILES:
             answer: Any = await client.call("POST", "/api/upload/to_storage",
                                             {**body, "home_name": SHARED_FILES})
         else:  # into the home's top directory
             answer = await client.call("POST", f"/api/files/upload_to_dir/{segment(home)}",
                                        {**body, "path": "/"})
-    except BaseException:
-        await cancel_upload(client, upload_id)
-        raise
+        unfinished.consumed()
+    name = os.path.basename(path)
     remote = answer.get("sha256")
     if remote != local:
         raise ValueError(f"checksum mismatch: local {local}, server {remote}")

@@ -19,7 +19,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.python import usage
 
 from sealskin.cli.apps import AppsOptions, StoresOptions, run_apps, run_stores
-from sealskin.cli.files import UploadOptions, cancel_upload, run_upload, upload_file
+from sealskin.cli.files import Unfinished, UploadOptions, run_upload, upload_file
 from sealskin.cli.options import Empty, Interspersed, Noun
 from sealskin.client import ApiCallError, ApiClient, ClientConfig, segment
 
@@ -310,17 +310,14 @@ async def _launch(c: ApiClient, o: usage.Options) -> tuple[Any, str]:
     path = "/api/launch/simple"
     if o["url"]:
         path, body["url"] = "/api/launch/url", o["url"]
-    if o["file"]:
-        upload_id, chunks, _ = await upload_file(c, o["file"])
-        path = "/api/launch/file"
-        body.update(filename=os.path.basename(o["file"]), upload_id=upload_id,
-                    total_chunks=chunks, open_file_on_launch=True)
-    try:
-        made = _json(await c.call("POST", path, body))
-    except BaseException:
+    async with Unfinished(c) as unfinished:
         if o["file"]:
-            await cancel_upload(c, body["upload_id"])
-        raise
+            upload_id, chunks, _ = await upload_file(c, o["file"], unfinished)
+            path = "/api/launch/file"
+            body.update(filename=os.path.basename(o["file"]), upload_id=upload_id,
+                        total_chunks=chunks, open_file_on_launch=True)
+        made = _json(await c.call("POST", path, body))
+        unfinished.consumed()
     url = _session_base(c) + made["session_url"]
     return {**made, "url": url}, url
 
@@ -401,6 +398,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         reactor.addSystemEventTrigger("before", "shutdown", stopping.append, True)
         try:
             await run(reactor, opts)
+        except Exception:
+            if stopping:  # whatever the pending call ran into is the interruption's doing
+                sys.stderr.write("\nsealskin: interrupted\n")
+                raise SystemExit(130) from None
+            raise
+
+    async def _reported(reactor: Any) -> None:
+        try:
+            await _main(reactor)
         except ApiCallError as e:
             sys.stderr.write(f"sealskin: server said {e.status}: {e.detail}\n")
             raise SystemExit(1) from None
@@ -412,10 +418,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         except CancelledError:
             raise
         except Exception as e:  # network, TLS, files: one line, no traceback
-            if stopping:
-                sys.stderr.write("\nsealskin: interrupted\n")
-                raise SystemExit(130) from None
             sys.stderr.write(f"sealskin: {_reason(e)}\n")
             raise SystemExit(1) from None
 
-    task.react(lambda reactor: Deferred.fromCoroutine(_main(reactor)))
+    task.react(lambda reactor: Deferred.fromCoroutine(_reported(reactor)))
+
+
+if __name__ == "__main__":  # python -m sealskin.cli.main
+    main()

@@ -80,6 +80,10 @@ class Homes:
     async def remove(self, actor: str, username: str, name: str) -> None:
         if name == SHARED_FILES:
             raise ApiError(Kind.FORBIDDEN, "The shared-files home cannot be deleted.")
+        path = self.path(username, name)
+        if any(s.home_path == path for s in await self._store.sessions(username)):
+            raise ApiError(Kind.CONFLICT, f"Home directory '{name}' is in use by a running "
+                           "session; stop the session first.")
         try:
             await self._store.remove_home(username, name, actor=actor)
         except Missing:

@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -110,6 +111,22 @@ def _thd_chunk0_bytes(staging: str) -> int | None:
 
 def _thd_remove(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# initiate() makes the staging directory just before its row: never take such a one
+ORPHAN_GRACE_SECONDS = 60.0
+
+
+def _thd_remove_orphans(root: str, keep: set[str], grace_seconds: float) -> int:
+    """Removes staging directories under ``root`` not in ``keep`` and older than the grace."""
+    removed = 0
+    for entry in os.scandir(root):
+        if UUID_RE.fullmatch(entry.name) and entry.name not in keep and entry.is_dir(
+                follow_symlinks=False):
+            if time.time() - entry.stat(follow_symlinks=False).st_mtime > grace_seconds:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed += 1
+    return removed
 
 
 def _unique_link(dfd: int, tmp: str, filename: str) -> str:
@@ -323,7 +340,9 @@ class Uploads:
         await self._work.run(_thd_remove, self._staging(u.id))
 
     async def sweep(self) -> int:
-        """Removes uploads untouched for ``ttl_seconds``; returns how many."""
+        """Removes uploads untouched for ``ttl_seconds``, and staging directories no upload
+        owns any more (their user was removed: the rows went with the user); returns how
+        many uploads."""
         old = await self._store.uploads_older_than(self._clock.seconds()
                                                    - self._limits.ttl_seconds)
         for u in old:
@@ -331,4 +350,9 @@ class Uploads:
                 await self.discard(u)
         if old:
             log.info("removed {count} abandoned uploads", count=len(old))
+        known = {u.id for u in await self._store.uploads_older_than(float("inf"))}
+        orphans = await self._work.run(_thd_remove_orphans, self._root, known | self._busy,
+                                       ORPHAN_GRACE_SECONDS)
+        if orphans:
+            log.info("removed {count} upload directories without an upload", count=orphans)
         return len(old)
