@@ -112,3 +112,8 @@ async def test_sharing_needs_the_setting_and_confined_paths(server: Any, admin: 
         r = await eve.call("POST", "/api/files/share", {"home_dir": home, "path": path})
         assert r.status in (403, 404), (home, path, r)
     assert await eve.ok("GET", "/api/files/shares") == []
+    # admins are exempt from the setting (upstream-protocol 3.7: SH)
+    await admin.ok("POST", "/api/homedirs", {"home_name": "own"})
+    (Path(server.paths.homes) / "admin" / "own" / "a.txt").write_bytes(b"from the admin")
+    info = await admin.ok("POST", "/api/files/share", {"home_dir": "own", "path": "/a.txt"})
+    assert (await plain(server, "GET", info["url"]))[2] == b"from the admin"

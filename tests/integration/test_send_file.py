@@ -97,3 +97,36 @@ async def test_launch_file_places_the_file_and_sets_sealskin_file(live: Any) -> 
     listed = await admin.ok("GET", "/api/sessions")
     assert listed[0]["launch_context"] == {"type": "file", "value": "doc.odt"}
     await admin.ok("DELETE", f"/api/sessions/{sid}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_launch_file_path_opens_a_stored_file(live: Any) -> None:
+    """The file manager's "open" (upstream 4.3 launch/file_path): a file of the shared files."""
+    admin = admin_client(live)
+    app_id = await install_probe(admin)
+    data = b"stored" * 3000
+    uid, count = await upload(admin, data, "kept.txt")
+    await admin.ok("POST", "/api/upload/to_storage", {
+        "filename": "kept.txt", "upload_id": uid, "total_chunks": count,
+        "home_name": "_sealskin_shared_files"})
+    missing = await admin.call("POST", "/api/launch/file_path",
+                               {"application_id": app_id, "filename": "nope.txt"})
+    assert missing.status == 404
+    cleanroom = await admin.call("POST", "/api/launch/file_path", {
+        "application_id": app_id, "filename": "kept.txt", "home_name": "cleanroom"})
+    assert cleanroom.status == 400
+    for home in (None, "work"):  # an ephemeral session gets a copy; a home session the file
+        if home:
+            await admin.ok("POST", "/api/homedirs", {"home_name": home})
+        launched = await admin.ok("POST", "/api/launch/file_path", {
+            "application_id": app_id, "filename": "kept.txt", "home_name": home})
+        sid = launched["session_id"]
+        cookie = await session_http.redeem(*session_http.for_server(live),
+                                           launched["session_url"])
+        env = await inside(live, cookie, sid, "env")
+        assert env["SEALSKIN_FILE"] == "/config/Desktop/files/kept.txt"
+        assert names(await inside(live, cookie, sid, "files?path=Desktop/files"))[
+            "kept.txt"] == len(data)
+        await admin.ok("DELETE", f"/api/sessions/{sid}")
+    stored = os.path.join(live.paths.homes, "admin", "_sealskin_shared_files", "kept.txt")
+    assert open(stored, "rb").read() == data  # the stored file stays as it was

@@ -29,6 +29,7 @@ from sealskin.errors import ApiError, Kind
 from sealskin.model import Principal
 from sealskin.orchestration import paths
 from sealskin.orchestration.files import Files, Storage
+from sealskin.orchestration.homes import EPHEMERAL
 from sealskin.orchestration.launching import FILES_IN_CONTAINER, LaunchPlan
 from sealskin.orchestration.principals import Principals
 from sealskin.orchestration.sessions import Sessions
@@ -173,6 +174,27 @@ class FileHandlers:
         answer = await self._d.launcher.launch_prepared(call, req, prepare)
         return {**answer, "sha256": placed[0].sha256}
 
+    async def launch_file_path(self, call: Call) -> wire.Json:
+        """Opens a file already in the caller's shared files (4.3; the file manager's "open").
+
+        An ephemeral session gets a copy in its own shared files; the stored file stays.
+        """
+        await self._d.storage.persistent(call.caller)
+        filename = paths.file_name(call.body.get("filename"))
+        if call.body.get("home_name") == EPHEMERAL:
+            raise ApiError(Kind.BAD_REQUEST, "A stored file cannot be opened in a cleanroom "
+                           "session.")
+        shared = self._d.storage.shared_files(call.caller.username)
+        await self._d.files.check_file(shared, filename)
+        req = attrs.evolve(launch_request(call.body, with_url=False), file_path=filename)
+
+        async def prepare(plan: LaunchPlan) -> LaunchPlan:
+            if os.path.realpath(plan.shared_path) != os.path.realpath(shared):
+                await self._d.files.copy_in(shared, filename, plan.shared_path)
+            return _with_file(plan, filename)
+
+        return await self._d.launcher.launch_prepared(call, req, prepare)
+
     # -- file manager (4.7) --------------------------------------------------------
 
     async def _root(self, call: Call, home_dir: str) -> str:
@@ -225,7 +247,7 @@ class FileHandlers:
 
     async def share(self, call: Call) -> wire.Json:
         settings = await self._d.storage.persistent(call.caller)
-        if not settings.public_sharing:
+        if not (settings.public_sharing or call.caller.is_admin):  # admins exempt (3.7)
             raise ApiError(Kind.FORBIDDEN, "Public sharing is disabled for this account.")
         root = await self._d.storage.home_root(call.caller, call.body.get("home_dir"))
         parts = paths.relative_parts(call.body.get("path"))

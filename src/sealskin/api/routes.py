@@ -102,6 +102,7 @@ def file_routes(f: Any) -> list[Route]:
         Route("POST", "/api/upload/to_storage", f.to_storage, USER),
         Route("DELETE", "/api/upload/<upload_id>", f.cancel, USER),
         Route("POST", "/api/launch/file", f.launch_file, USER),
+        Route("POST", "/api/launch/file_path", f.launch_file_path, USER),
         Route("POST", "/api/sessions/<session_id>/send_file", f.send_file, USER),
         Route("GET", "/api/files/list/<home_dir>", f.list_dir, USER),
         Route("GET", "/api/files/download/chunk/<home_dir>", f.download_chunk, USER),

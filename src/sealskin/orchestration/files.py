@@ -28,6 +28,8 @@ from sealskin.orchestration.principals import Principals
 
 log = Logger()
 
+COPY_BYTES = 1024 * 1024
+
 MiB = 1024 * 1024
 DOWNLOAD_CHUNK_BYTES = 2 * MiB  # upstream-protocol 4.7
 NO_STORAGE = "Persistent storage is disabled for this account."
@@ -134,6 +136,29 @@ def _thd_read_chunk(root: str, parts: Sequence[str], index: int) -> bytes:
         os.close(fd)
 
 
+def _thd_check_file(root: str, name: str) -> None:
+    os.close(paths._thd_open_file(root, (name,)))
+
+
+def _thd_copy_in(src_root: str, name: str, dest_dir: str, owner: AppUser) -> None:
+    """Copies the regular file ``name`` of ``src_root`` into ``dest_dir`` (streamed, never
+    through a symlink, never over an existing file); the copy belongs to ``owner``."""
+    src = paths._thd_open_file(src_root, (name,))
+    try:
+        with paths.opened_dir(dest_dir, ()) as dfd:
+            dst = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                          | os.O_CLOEXEC, 0o644, dir_fd=dfd)
+            try:
+                owner.give_fd(dst)
+                with os.fdopen(dst, "wb") as out, os.fdopen(os.dup(src), "rb") as inp:
+                    shutil.copyfileobj(inp, out, COPY_BYTES)
+            except BaseException:
+                os.unlink(name, dir_fd=dfd)
+                raise
+    finally:
+        os.close(src)
+
+
 def _thd_mkdir(root: str, parts: Sequence[str], name: str, owner: AppUser) -> None:
     with paths.opened_dir(root, parts) as dfd:
         try:
@@ -184,6 +209,14 @@ class Files:
 
     async def read_chunk(self, root: str, parts: Sequence[str], index: int) -> bytes:
         return await self._work.run(_thd_read_chunk, root, parts, index)
+
+    async def check_file(self, root: str, name: str) -> None:
+        """NOT_FOUND unless ``name`` is a regular file directly in ``root`` (no symlink)."""
+        await self._work.run(_thd_check_file, root, name)
+
+    async def copy_in(self, src_root: str, name: str, dest_dir: str) -> None:
+        """Copies file ``name`` of ``src_root`` into ``dest_dir``, owned by the apps' user."""
+        await self._work.run(_thd_copy_in, src_root, name, dest_dir, self._owner)
 
     async def create_folder(self, root: str, parts: Sequence[str], name: str) -> None:
         await self._work.run(_thd_mkdir, root, parts, name, self._owner)
