@@ -53,6 +53,14 @@ def names(listing: Any) -> dict[str, int]:
     return {e["name"]: e["size"] for e in listing["entries"]}
 
 
+async def opened_with(svc: Any, launched: Any) -> tuple[str, dict[str, int]]:
+    """Opens a launched session: its SEALSKIN_FILE and its shared files (name -> size)."""
+    sid = launched["session_id"]
+    cookie = await session_http.redeem(*session_http.for_server(svc), launched["session_url"])
+    env = await inside(svc, cookie, sid, "env")
+    return env["SEALSKIN_FILE"], names(await inside(svc, cookie, sid, "files?path=Desktop/files"))
+
+
 @pytest_twisted.ensureDeferred
 async def test_send_file_is_visible_in_an_ephemeral_session(live: Any) -> None:
     admin = admin_client(live)
@@ -89,11 +97,8 @@ async def test_launch_file_places_the_file_and_sets_sealskin_file(live: Any) -> 
         "total_chunks": count, "open_file_on_launch": True, "home_name": None})
     sid = launched["session_id"]
     assert launched["sha256"] == hashlib.sha256(data).hexdigest()
-    cookie = await session_http.redeem(*session_http.for_server(live), launched["session_url"])
-    env = await inside(live, cookie, sid, "env")
-    assert env["SEALSKIN_FILE"] == "/config/Desktop/files/doc.odt"
-    assert names(await inside(live, cookie, sid, "files?path=Desktop/files")) == {
-        "doc.odt": len(data)}
+    assert await opened_with(live, launched) == ("/config/Desktop/files/doc.odt",
+                                                 {"doc.odt": len(data)})
     listed = await admin.ok("GET", "/api/sessions")
     assert listed[0]["launch_context"] == {"type": "file", "value": "doc.odt"}
     await admin.ok("DELETE", f"/api/sessions/{sid}")
@@ -120,13 +125,8 @@ async def test_launch_file_path_opens_a_stored_file(live: Any) -> None:
             await admin.ok("POST", "/api/homedirs", {"home_name": home})
         launched = await admin.ok("POST", "/api/launch/file_path", {
             "application_id": app_id, "filename": "kept.txt", "home_name": home})
-        sid = launched["session_id"]
-        cookie = await session_http.redeem(*session_http.for_server(live),
-                                           launched["session_url"])
-        env = await inside(live, cookie, sid, "env")
-        assert env["SEALSKIN_FILE"] == "/config/Desktop/files/kept.txt"
-        assert names(await inside(live, cookie, sid, "files?path=Desktop/files"))[
-            "kept.txt"] == len(data)
-        await admin.ok("DELETE", f"/api/sessions/{sid}")
+        opened, files = await opened_with(live, launched)
+        assert opened == "/config/Desktop/files/kept.txt" and files["kept.txt"] == len(data)
+        await admin.ok("DELETE", f"/api/sessions/{launched['session_id']}")
     stored = os.path.join(live.paths.homes, "admin", "_sealskin_shared_files", "kept.txt")
     assert open(stored, "rb").read() == data  # the stored file stays as it was
