@@ -69,3 +69,11 @@ def test_open_refuses_symlinks_out_of_the_root(tmp_path: Path) -> None:
         os.close(paths._thd_open_dir(str(root), ("missing",)))
     assert e.value.kind is Kind.NOT_FOUND
     os.close(paths._thd_open_dir(str(root), ("d",)))
+
+
+@pytest.mark.parametrize("given, says", [(["a"], "must be a string"), (3, "must be a string"),
+                                         ("a\tb", "without control characters")])
+def test_file_name_refusals_say_what_is_wrong(given: object, says: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        paths.file_name(given)
+    assert says in refused.value.detail

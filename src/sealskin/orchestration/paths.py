@@ -53,7 +53,9 @@ def file_name(value: object, field: str = "filename") -> str:
 
     Refused: empty, ``.``/``..``, control characters, more than 255 UTF-8 bytes.
     """
-    if not isinstance(value, str) or _has_control(value):
+    if not isinstance(value, str):
+        raise ApiError(Kind.INVALID, f"'{field}' must be a string.")
+    if _has_control(value):
         raise ApiError(Kind.INVALID, f"'{field}' must be a file name without control "
                        "characters.")
     base = re.split(r"[/\\]", value)[-1].strip()
