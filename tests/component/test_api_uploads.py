@@ -303,11 +303,16 @@ async def test_cancel_frees_the_slot_and_the_chunks(tmp_path: Path) -> None:
         full = await admin.call("POST", "/api/upload/initiate", {"filename": "a", "total_size": 1})
         assert full.status == 429 and "cancel" in full.detail
         mallory = await make_user(admin, "mallory")
+        [listed] = await admin.ok("GET", "/api/upload")
+        assert (listed["upload_id"], listed["filename"], listed["total_size"],
+                listed["received_chunks"]) == (uid, "a.bin", 2500, 3)
+        assert await mallory.ok("GET", "/api/upload") == []  # only one's own
         assert (await mallory.call("DELETE", f"/api/upload/{uid}")).status == 404
         assert (await admin.call("DELETE", "/api/upload/not-a-uuid")).status == 404
         r = await admin.call("DELETE", f"/api/upload/{uid}")
         assert r.status == 204 and not staging.exists()
         assert (await admin.call("DELETE", f"/api/upload/{uid}")).status == 404
+        assert await admin.ok("GET", "/api/upload") == []
         await admin.ok("POST", "/api/upload/initiate", {"filename": "a", "total_size": 1})
     finally:
         await svc.stop()

@@ -104,6 +104,13 @@ class FileHandlers:
                                         index, data)
         return {"status": "ok", "chunk_index": index}
 
+    async def list_uploads(self, call: Call) -> list[wire.Json]:
+        """Ours: the caller's unfinished uploads (to resume or cancel them)."""
+        return [{"upload_id": u.id, "filename": u.filename, "total_size": u.total_size,
+                 "received_chunks": len(u.received), "created_at": u.created_at,
+                 "updated_at": u.updated_at}
+                for u in await self._d.uploads.mine(call.caller.username)]
+
     async def cancel(self, call: Call, upload_id: str) -> None:
         """Ours: gives up an unfinished upload (204); the extension never needs it."""
         await self._d.uploads.cancel(call.caller.username, upload_id)

@@ -100,6 +100,7 @@ def file_routes(f: Any) -> list[Route]:
         Route("POST", "/api/upload/initiate", f.initiate, USER),
         Route("POST", "/api/upload/chunk", f.chunk, USER, base64_member="chunk_data_b64"),
         Route("POST", "/api/upload/to_storage", f.to_storage, USER),
+        Route("GET", "/api/upload", f.list_uploads, USER),
         Route("DELETE", "/api/upload/<upload_id>", f.cancel, USER),
         Route("POST", "/api/launch/file", f.launch_file, USER),
         Route("POST", "/api/launch/file_path", f.launch_file_path, USER),

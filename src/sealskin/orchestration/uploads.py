@@ -207,8 +207,7 @@ class Uploads:
                            f"{self._limits.max_total_bytes} bytes.")
         if room_bytes is not None and total_size > room_bytes:
             raise ApiError(Kind.TOO_LARGE, "Storage limit exceeded.")
-        mine = [u for u in await self._store.uploads_older_than(float("inf"))
-                if u.username == username]
+        mine = await self.mine(username)
         if len(mine) >= self._limits.per_user:
             mine = await self._reclaim_stale(mine)
         if len(mine) >= self._limits.per_user:
@@ -239,6 +238,12 @@ class Uploads:
             else:
                 left.append(u)
         return left
+
+    async def mine(self, username: str) -> list[Upload]:
+        """The user's unfinished uploads, oldest first."""
+        found = [u for u in await self._store.uploads_older_than(float("inf"))
+                 if u.username == username]
+        return sorted(found, key=lambda u: u.created_at)
 
     async def cancel(self, username: str, upload_id: object) -> None:
         """Removes the caller's unfinished upload and its chunks (NOT_FOUND, CONFLICT)."""
