@@ -255,6 +255,7 @@ class SealskinService(Service):
                                        ttl_seconds=cfg.upload_ttl_seconds,
                                        stale_seconds=cfg.upload_stale_seconds),
                           self.app_user)
+        self.uploads = uploads
         shares = Shares(os.path.join(self.paths.internal, "shares"), reactor, self.work,
                         ShareLimits(per_user=cfg.shares_per_user, max_bytes=cfg.max_share_bytes,
                                     password_attempts=cfg.share_password_attempts,

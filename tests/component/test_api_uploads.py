@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
+from twisted.internet.defer import Deferred
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from independent_client import Client, b64
@@ -360,3 +361,55 @@ async def test_a_removed_users_unfinished_uploads_leave_the_disk(tmp_path: Path)
         assert (root / mine).is_dir()  # an upload that still has its row stays
     finally:
         await svc.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_parallel_initiates_never_pass_the_per_user_limit(tmp_path: Path) -> None:
+    from twisted.internet.defer import gatherResults
+
+    svc = await start_server(str(tmp_path / "data"), **{"uploads-per-user": "3"})
+    try:
+        clients = [admin_client(svc) for _ in range(10)]  # a crypto session each
+        for c in clients:
+            await c.handshake()
+        answers = await gatherResults([
+            Deferred.fromCoroutine(c.call("POST", "/api/upload/initiate",
+                                          {"filename": f"f{i}", "total_size": 1}))
+            for i, c in enumerate(clients)])
+        admin = clients[0]
+        assert sorted(r.status for r in answers) == [200] * 3 + [429] * 7
+        assert len(await admin.ok("GET", "/api/upload")) == 3
+    finally:
+        await svc.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_caller_leaving_during_assembly_cannot_get_the_upload_stored_twice(
+        server: Any, admin: Client) -> None:
+    from sealskin.errors import ApiError
+    from sealskin.orchestration.uploads import Destination
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    uid, count = await upload(admin, os.urandom(5000), filename="once.bin")
+    root = str(shared(server, "admin"))
+    os.makedirs(root, exist_ok=True)
+    dest = Destination(root, (), "once.bin")
+    assembling = Deferred.fromCoroutine(server.uploads.consume("admin", uid, count, dest))
+    while uid not in server.uploads._busy and not assembling.called:
+        await deferLater(reactor, 0, lambda: None)  # until the assembly has begun
+    assembling.cancel()  # the client went away while the file was being assembled
+    try:
+        await assembling
+    except Exception:
+        pass
+    for _ in range(100):  # the assembly goes on and removes the upload
+        if not (Path(server.paths.internal) / "uploads" / uid).exists():
+            break
+        await deferLater(reactor, 0.02, lambda: None)
+    assert [p.name for p in Path(root).iterdir() if p.name.startswith("once")] == ["once.bin"]
+    try:
+        await server.uploads.consume("admin", uid, count, dest)
+        raise AssertionError("consumed twice")
+    except ApiError as e:
+        assert e.kind.name == "NOT_FOUND"

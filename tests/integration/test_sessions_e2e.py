@@ -11,7 +11,7 @@ import docker
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.web.http_headers import Headers
 
 from server_harness import admin_client, start_server
@@ -224,3 +224,35 @@ async def test_a_home_in_use_by_a_session_cannot_be_removed(live: Any) -> None:
     await admin.ok("DELETE", f"/api/sessions/{launched['session_id']}")
     assert (await admin.call("DELETE", "/api/homedirs/busy")).status == 204
     assert not home.exists()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_group_deactivated_during_a_launch_gets_no_session(live: Any,
+                                                                   docker_client: Any) -> None:
+    from twisted.internet.task import deferLater
+
+    admin = admin_client(live)
+    app_id = await install_probe(admin)
+    await admin.ok("POST", "/api/admin/groups", {"name": "racing", "settings": {}})
+    made = await admin.ok("POST", "/api/admin/users", {"username": "racer",
+                                                      "settings": {"group": "racing"}})
+    racer = Client(admin.base, {**admin.config, "username": "racer",
+                                "private_key": made["private_key"]})
+    await racer.handshake()
+    launching = Deferred.fromCoroutine(
+        racer.call("POST", "/api/launch/simple", {"application_id": app_id}))
+
+    def racers() -> list[Any]:
+        return docker_client.containers.list(all=True,
+                                             filters={"label": "org.sealskin.user=racer"})
+    for _ in range(200):  # until its container exists: the launch is under way
+        if racers() or launching.called:
+            break
+        await deferLater(reactor, 0.05, lambda: None)
+    assert not launching.called, "the launch finished before the group could change"
+    await admin.ok("PUT", "/api/admin/groups/racing", {"settings": {"active": False}})
+    answer = await launching
+    assert answer.status == 403, answer
+    assert racers() == []
+    assert [s for g in await admin.ok("GET", "/api/admin/sessions") for s in g["sessions"]
+            if g["username"] == "racer"] == []

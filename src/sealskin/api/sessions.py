@@ -71,6 +71,12 @@ class SessionHandlers:
         except ApiError:  # e.g. LIMITED before the launch began; a cancel leaves it running
             await _cleanup(plan)
             raise
+        # The account may have been deactivated or removed (directly or through its group)
+        # while the container started: that change ended the sessions it could see.
+        now = await self._principals.get(call.caller.username)
+        if now is None or not (await self._principals.effective(now)).active:
+            await self._sessions.end_all_of(call.caller.username)
+            raise ApiError(Kind.FORBIDDEN, "The account was deactivated during the launch.")
         return {"session_url": url, "session_id": sid}
 
     async def launch_simple(self, call: Call) -> wire.Json:

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Sequence
 
 import attrs
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -30,6 +31,7 @@ from sealskin.crypto.inplace import Base64Text
 from sealskin.errors import ApiError, Kind
 from sealskin.model import Upload
 from sealskin.orchestration import paths
+from sealskin.orchestration.ops import shielded
 from sealskin.orchestration.ownership import AppUser
 from sealskin.store import Missing, Store
 
@@ -194,6 +196,7 @@ class Uploads:
         self._limits = limits
         self._chunk_bytes: dict[str, int] = {}
         self._busy: set[str] = set()
+        self._initiating = DeferredLock()
         os.makedirs(root, mode=0o700, exist_ok=True)
 
     def _staging(self, upload_id: str) -> str:
@@ -207,18 +210,20 @@ class Uploads:
                            f"{self._limits.max_total_bytes} bytes.")
         if room_bytes is not None and total_size > room_bytes:
             raise ApiError(Kind.TOO_LARGE, "Storage limit exceeded.")
-        mine = await self.mine(username)
-        if len(mine) >= self._limits.per_user:
-            mine = await self._reclaim_stale(mine)
-        if len(mine) >= self._limits.per_user:
-            raise ApiError(Kind.LIMITED, f"Too many uploads in progress "
-                           f"({self._limits.per_user}); finish or cancel one "
-                           f"(DELETE /api/upload/<upload_id>).")
-        upload_id = str(uuid.uuid4())
-        now = self._clock.seconds()
-        await self._work.run(_thd_make_staging, self._staging(upload_id))
-        await self._store.add_upload(Upload(upload_id, username, filename, total_size, 0, 0, (),
-                                            now, now))
+        # Counted and added under one lock: parallel initiates cannot pass the limit together.
+        async with self._initiating:
+            mine = await self.mine(username)
+            if len(mine) >= self._limits.per_user:
+                mine = await self._reclaim_stale(mine)
+            if len(mine) >= self._limits.per_user:
+                raise ApiError(Kind.LIMITED, f"Too many uploads in progress "
+                               f"({self._limits.per_user}); finish or cancel one "
+                               f"(DELETE /api/upload/<upload_id>).")
+            upload_id = str(uuid.uuid4())
+            now = self._clock.seconds()
+            await self._work.run(_thd_make_staging, self._staging(upload_id))
+            await self._store.add_upload(Upload(upload_id, username, filename, total_size, 0,
+                                                0, (), now, now))
         log.debug("upload {upload_id} of {user}: {size} bytes", upload_id=upload_id,
                   user=username, size=total_size)
         return upload_id
@@ -313,8 +318,8 @@ class Uploads:
 
         CONFLICT for a missing chunk (not 400: upstream R9) or an upload already
         being consumed; INVALID if ``total_chunks`` disagrees with the declared size.
-        Not safe to cancel half-way (callers shield it); on failure the destination
-        is untouched and the upload stays for a retry.
+        Cancelling the caller does not stop it; on failure the destination is untouched
+        and the upload stays for a retry.
         """
         u = await self.owned(username, upload_id)
         if u.id in self._busy:
@@ -328,12 +333,21 @@ class Uploads:
         if total_chunks != count:
             raise ApiError(Kind.INVALID, f"'total_chunks' must be {count} for this upload.")
         self._busy.add(u.id)
+        # Shielded: once assembly starts, it and the upload's removal complete even if the
+        # caller goes away meanwhile, so a stored file's upload can never be used twice.
+        return await shielded(Deferred.fromCoroutine(self._assemble(u, count, dest)))
+
+    async def _assemble(self, u: Upload, count: int, dest: Destination) -> Assembled:
         try:
             done = await self._work.run(_thd_assemble, self._staging(u.id), count, dest.root,
                                         dest.parts, dest.filename, self._owner)
+        except BaseException:
+            self._busy.discard(u.id)  # the destination is untouched: a retry may come
+            raise
+        try:
+            await self.discard(u)
         finally:
             self._busy.discard(u.id)
-        await self.discard(u)
         return done
 
     async def discard(self, u: Upload) -> None:
