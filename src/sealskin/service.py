@@ -7,6 +7,7 @@ exits with a clear message.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 from pathlib import Path
@@ -18,6 +19,7 @@ from twisted.application.service import IService, Service
 from twisted.internet import endpoints
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -152,6 +154,8 @@ class SealskinService(Service):
         ]
         self.timers += self.file_timers + self.store_timers
         self._reconcile_retry: Any = None
+        self._stop_waiters: list[Deferred[None]] | None = None  # set once stop() has begun
+        self._stopped = False
 
     def _tls_paths(self) -> None:
         cert, key = self.cfg.tls_cert, self.cfg.tls_key
@@ -408,7 +412,27 @@ class SealskinService(Service):
         return _port_number(self.ports[1])
 
     async def stop(self) -> None:
-        """Listeners, timers, in-flight work, pools, store (STYLE.md section 10)."""
+        """Listeners, timers, in-flight work, pools, store (STYLE.md section 10).
+
+        Runs once: a failed start stops what it started, and the reactor's shutdown calls
+        stop again; later calls wait for the first (a stopped pool would never answer them).
+        """
+        if self._stopped:
+            return
+        if self._stop_waiters is not None:
+            waiter: Deferred[None] = Deferred()
+            self._stop_waiters.append(waiter)
+            await waiter
+            return
+        self._stop_waiters = []
+        try:
+            await self._stop()
+        finally:
+            self._stopped = True
+            for waiter in self._stop_waiters:
+                waiter.callback(None)
+
+    async def _stop(self) -> None:
         self.running = 0
         if self.workers is not None:  # they listen on our socket: first to go
             await self.workers.stop()
@@ -440,12 +464,26 @@ class SealskinService(Service):
         _ = Deferred.fromCoroutine(self.start()).addErrback(self._failed_start)
 
     def _failed_start(self, failure: Any) -> None:
-        log.failure("SealSkin failed to start", failure)
-        self.reactor.stop()
+        """Logs why, stops the reactor (or keeps it from running: twistd starts services
+        before it runs the reactor) and makes the process exit with status 1."""
+        if failure.check(CannotListenError):  # a busy port: the message says all
+            log.error("SealSkin failed to start: {why}", why=failure.getErrorMessage())
+        else:
+            log.failure("SealSkin failed to start", failure)
+        sys.stderr.write(f"sealskin: cannot start: {failure.getErrorMessage()}\n")
+        atexit.register(_exit_with, 1)
+        self.reactor.callWhenRunning(self.reactor.stop)
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
         return Deferred.fromCoroutine(self.stop())
+
+
+def _exit_with(status: int) -> None:
+    """At interpreter exit, after twistd has cleaned up: twistd itself always exits 0."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _port_number(port: IListeningPort) -> int:

@@ -212,3 +212,23 @@ async def test_reset_admin_key_writes_a_new_admin_json_and_retires_the_old_key(
         assert (await stale.call("POST", "/api/admin/status", {})).status == 401
     finally:
         await svc.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reset_that_cannot_write_admin_json_leaves_the_old_key_working(
+        tmp_path: Any) -> None:
+    data_dir = str(tmp_path / "data")
+    svc = await start_server(data_dir)
+    old = admin_client(svc)
+    await svc.stop()
+    os.mkdir(svc.paths.admin_json + ".tmp")  # the staged file cannot be written
+    with pytest.raises(IsADirectoryError):
+        await start_server(data_dir, **{"reset-admin-key": "true"})
+    os.rmdir(svc.paths.admin_json + ".tmp")
+    svc = await start_server(data_dir)
+    try:
+        assert (await Client(admin_client(svc).base, old.config).call(
+            "POST", "/api/admin/status", {})
+                ).status == 200
+    finally:
+        await svc.stop()

@@ -19,6 +19,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.python import usage
 
 from sealskin.cli.apps import AppsOptions, StoresOptions, run_apps, run_stores
+from sealskin.cli import INTERRUPTED, interrupted
 from sealskin.cli.files import Unfinished, UploadOptions, run_upload, upload_file
 from sealskin.cli.options import Empty, Interspersed, Noun
 from sealskin.client import ApiCallError, ApiClient, ClientConfig, segment
@@ -393,16 +394,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stderr.write(f"{opts}\nsealskin: {e}\n")
         raise SystemExit(2) from None
 
+    # Ctrl-C stops the reactor under the pending call. That call's connection may or may not
+    # fail before the reactor is gone, so the interruption is told from the stop itself.
+    state = {"stopping": False, "finished": False}
+
+    def _stopping() -> None:
+        state["stopping"] = True
+
     async def _main(reactor: Any) -> None:
-        stopping: list[bool] = []  # Ctrl-C: the reactor shuts down under the pending call
-        reactor.addSystemEventTrigger("before", "shutdown", stopping.append, True)
+        reactor.addSystemEventTrigger("before", "shutdown", _stopping)
         try:
             await run(reactor, opts)
         except Exception:
-            if stopping:  # whatever the pending call ran into is the interruption's doing
-                sys.stderr.write("\nsealskin: interrupted\n")
-                raise SystemExit(130) from None
+            if state["stopping"]:  # whatever the pending call ran into is the interruption's doing
+                raise SystemExit(INTERRUPTED) from None
             raise
+        finally:
+            state["finished"] = True
 
     async def _reported(reactor: Any) -> None:
         try:
@@ -421,7 +429,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.stderr.write(f"sealskin: {_reason(e)}\n")
             raise SystemExit(1) from None
 
-    task.react(lambda reactor: Deferred.fromCoroutine(_reported(reactor)))
+    try:
+        task.react(lambda reactor: Deferred.fromCoroutine(_reported(reactor)))
+    except KeyboardInterrupt:  # before the reactor ran
+        pass
+    except SystemExit as e:
+        if e.code != INTERRUPTED and not (state["stopping"] and not state["finished"]):
+            raise
+    interrupted()
 
 
 if __name__ == "__main__":  # python -m sealskin.cli.main

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -17,14 +18,17 @@ DONE_KEY = "bootstrap.admin"
 
 
 def _thd_write_private(path: str, text: str) -> None:
-    """Writes ``text`` atomically with mode 0600."""
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Writes ``text`` to ``path`` (mode 0600), flushed to disk, not yet in place."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+
+def _thd_remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
 
 
 async def bootstrap_admin(store: Store, principals: Principals, work: Pool, *,
@@ -35,20 +39,18 @@ async def bootstrap_admin(store: Store, principals: Principals, work: Pool, *,
     With ``reset`` (a lost ``admin.json``), gives the existing ``admin`` a new key pair
     and writes the file again; the old key stops working. Returns True if it wrote the
     file. The private key goes to the file (mode 0600), never the log.
+
+    The file is written next to its place before the database changes, so a directory
+    that cannot take it leaves the old key working; it is renamed into place after.
     """
     first = await store.meta(DONE_KEY) is None
-    if first:
-        _, private = await principals.create("bootstrap", BOOTSTRAP_ADMIN, None,
-                                             is_admin=True, key_bits=key_bits)
-    elif reset:
-        private = await principals.rekey("bootstrap", BOOTSTRAP_ADMIN, key_bits=key_bits)
-    else:
+    if not first and not reset:
         if not await work.run(os.path.exists, config_path):
             log.warn("The bootstrap admin's client config {path} is gone; start once with "
                      "--reset-admin-key to give 'admin' a new key and write it again",
                      path=config_path)
         return False
-    assert private is not None  # a generated pair
+    private, public = await principals.new_pair(key_bits)
     document = {
         "server_endpoint": host,
         "api_port": api_port,
@@ -57,7 +59,18 @@ async def bootstrap_admin(store: Store, principals: Principals, work: Pool, *,
         "private_key": private,
         "server_public_key": server_public_key,
     }
-    await work.run(_thd_write_private, config_path, json.dumps(document, indent=2) + "\n")
+    staged = f"{config_path}.tmp"
+    await work.run(_thd_write_private, staged, json.dumps(document, indent=2) + "\n")
+    try:
+        # A first start that died before it finished left the account: it gets the new key.
+        if first and await principals.get(BOOTSTRAP_ADMIN) is None:
+            await principals.create("bootstrap", BOOTSTRAP_ADMIN, public, is_admin=True)
+        else:
+            await principals.set_key("bootstrap", BOOTSTRAP_ADMIN, public)
+    except BaseException:
+        await work.run(_thd_remove, staged)
+        raise
+    await work.run(os.replace, staged, config_path)
     await store.set_meta(DONE_KEY, config_path)
     if first:
         log.info("Created the bootstrap admin; its client config is {path} (import it into "

@@ -150,8 +150,7 @@ class Principals:
             except KeyFormatError as e:
                 raise ApiError(Kind.INVALID, str(e)) from None
         else:
-            private, public = await self._work.run(_generate_pair,
-                                                   key_bits or self._user_key_bits)
+            private, public = await self.new_pair(key_bits)
         p = Principal(username=username, public_key=public, is_admin=is_admin,
                       settings=None if is_admin else (settings or UserSettings()),
                       created_at=self._clock.seconds())
@@ -174,17 +173,19 @@ class Principals:
         finally:
             self._forget()
 
-    async def rekey(self, actor: str, username: str, *, key_bits: int) -> str:
-        """Gives ``username`` a new key pair; returns its private half (PKCS#8 PEM) once.
-        The old key stops working at once. NOT_FOUND for an unknown name."""
-        private, public = await self._work.run(_generate_pair, key_bits)
+    async def new_pair(self, key_bits: int | None = None) -> tuple[str, str]:
+        """A fresh key pair, made on the work pool: (private PKCS#8 PEM, public SPKI PEM)."""
+        return await self._work.run(_generate_pair, key_bits or self._user_key_bits)
+
+    async def set_key(self, actor: str, username: str, public_key: str) -> None:
+        """Gives ``username`` another public key; the old one stops working at once.
+        NOT_FOUND for an unknown name."""
         try:
-            await self._store.set_public_key(username, public, actor=actor)
+            await self._store.set_public_key(username, public_key, actor=actor)
         except Missing:
             raise ApiError(Kind.NOT_FOUND, f"User '{username}' not found.") from None
         finally:
             self._forget()
-        return private
 
     async def remove(self, actor: str, username: str, *, is_admin: bool) -> Principal:
         """Removes a user (``is_admin=False``) or an admin; ``admin`` itself is kept."""
