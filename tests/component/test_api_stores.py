@@ -270,6 +270,27 @@ async def test_applications_lists_exactly_what_the_caller_may_launch(admin: Clie
     assert len(await names(admin)) == 5
 
 
+@pytest_twisted.ensureDeferred
+async def test_unknown_users_and_groups_are_refused_but_a_removed_one_blocks_no_edit(
+        admin: Client) -> None:
+    entry = {"name": "Named", "logo": "", "url": "", "id": "n",
+             "provider_config": {"image": "sealskin/probe:latest"}}
+    r = await admin.call("POST", "/api/admin/apps/installed",
+                         install_body(entry, users=["ghost"], groups=["nowhere"]))
+    assert r.status == 422 and "user 'ghost'" in r.detail and "group 'nowhere'" in r.detail
+    assert await admin.ok("POST", "/api/applications", {}) == []  # nothing was installed
+    await new_user(admin, "dora")
+    body = install_body(entry, users=["dora"])
+    app = await admin.ok("POST", "/api/admin/apps/installed", body)
+    await admin.ok("DELETE", "/api/admin/users/dora")
+    edited = await admin.ok("PUT", f"/api/admin/apps/installed/{app['id']}",
+                            {**body, "id": app["id"], "name": "Renamed"})
+    assert edited["name"] == "Renamed" and edited["users"] == ["dora"]
+    r = await admin.call("PUT", f"/api/admin/apps/installed/{app['id']}",
+                         {**body, "id": app["id"], "users": ["dora", "ghost"]})
+    assert r.status == 422 and "user 'ghost'" in r.detail and "dora" not in r.detail
+
+
 # -- icons -------------------------------------------------------------------------
 
 

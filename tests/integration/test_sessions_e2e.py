@@ -156,6 +156,8 @@ async def test_readiness_timeout_removes_everything(tmp_path: Path, run_label: s
 @pytest_twisted.ensureDeferred
 async def test_cli_installs_launches_lists_and_stops(live: Any, tmp_path: Path,
                                                      capsys: Any) -> None:
+    from twisted.python import usage
+
     from sealskin.cli.main import Options, run
 
     doc = json.loads(Path(live.paths.admin_json).read_text())
@@ -170,6 +172,8 @@ async def test_cli_installs_launches_lists_and_stops(live: Any, tmp_path: Path,
 
     app = await cli("apps", "install", "--name", "CLI Probe", "--image", PROBE, "--users", "all",
                     "--pull-policy", "never")
+    with pytest.raises(usage.UsageError, match="keeps no home directories"):
+        await cli("launch", "cli probe", "--home", "work")  # not silently ephemeral
     launched = await cli("launch", "cli probe")
     assert launched["url"].startswith(f"https://127.0.0.1:{live.session_port}/"
                                       f"{launched['session_id']}/?access_token=")

@@ -284,19 +284,19 @@ async def _homes(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str]:
     return {"removed": args[0]}, f"removed {args[0]}"
 
 
-async def _app_id(c: ApiClient, app: str) -> str:
-    """An app id from an id or a (case-insensitive) name the caller may launch."""
+async def _app(c: ApiClient, app: str) -> dict[str, Any]:
+    """The app with this id or (case-insensitive) name that the caller may launch."""
     apps = _json(await c.call("POST", "/api/applications", {}))
     for a in apps:
         if a["id"] == app:
-            return str(a["id"])
+            return dict(a)
     named = [a for a in apps if a["name"].lower() == app.lower()]
     if len(named) > 1:
         raise usage.UsageError(f"several apps are named {app!r}; launch one by id: "
                                + ", ".join(str(a["id"]) for a in named))
     if not named:
         raise usage.UsageError(f"no launchable app named {app!r}")
-    return str(named[0]["id"])
+    return dict(named[0])
 
 
 def _session_base(c: ApiClient) -> str:
@@ -305,7 +305,11 @@ def _session_base(c: ApiClient) -> str:
 
 
 async def _launch(c: ApiClient, o: usage.Options) -> tuple[Any, str]:
-    body: dict[str, Any] = {"application_id": await _app_id(c, o["app"]),
+    app = await _app(c, o["app"])
+    if o["home"] and o["home"].lower() != "cleanroom" and not app.get("home_directories"):
+        raise usage.UsageError(f"{app['name']} keeps no home directories (it always starts "
+                               "clean); launch it without --home")
+    body: dict[str, Any] = {"application_id": app["id"],
                             "home_name": o["home"], "language": o["language"],
                             "selected_gpu": o["gpu"]}
     path = "/api/launch/simple"

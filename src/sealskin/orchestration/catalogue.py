@@ -43,7 +43,19 @@ class Catalogue:
     async def apps(self) -> Sequence[InstalledApp]:
         return sorted(await self._store.apps(), key=lambda a: a.name.lower())
 
+    async def _check_names(self, app: InstalledApp, old: InstalledApp | None) -> None:
+        """Refuses user and group names that do not exist (a typo would grant nothing,
+        silently). Only names this change adds are checked: a user removed since the
+        app was saved must not block an unrelated edit."""
+        users = set(app.users) - set(old.users if old else ()) - {"all"}
+        groups = set(app.groups) - set(old.groups if old else ()) - {"all"}
+        unknown = [f"user '{u}'" for u in sorted(users) if await self._store.principal(u) is None]
+        unknown += [f"group '{g}'" for g in sorted(groups) if await self._store.group(g) is None]
+        if unknown:
+            raise ApiError(Kind.INVALID, "No such " + ", ".join(unknown) + ".")
+
     async def install(self, actor: str, app: InstalledApp) -> InstalledApp:
+        await self._check_names(app, None)
         if self.prepare_logo is not None:
             if await self._store.app(app.id) is not None:  # before writing its icon
                 raise ApiError(Kind.CONFLICT, f"Application '{app.id}' already exists.")
@@ -59,6 +71,7 @@ class Catalogue:
         old = await self._store.app(app.id)
         if old is None:
             raise ApiError(Kind.NOT_FOUND, f"Application with ID '{app.id}' not found.")
+        await self._check_names(app, old)
         if self.prepare_logo is not None:
             app = await self.prepare_logo(app, old)
         try:
