@@ -151,3 +151,33 @@ async def test_no_persistent_storage_means_no_file_manager(server: Any, admin: C
     dave = await make_user(admin, "dave", persistent_storage=False)
     r = await dave.call("GET", "/api/files/list/_sealskin_shared_files?path=/")
     assert r.status == 403 and r.detail == "Persistent storage is disabled for this account."
+
+
+@pytest_twisted.ensureDeferred
+async def test_home_names_read_while_a_home_is_added_are_not_kept(server: Any) -> None:
+    """Home names are cached in memory; a read that overlaps a write must not be cached."""
+    from twisted.internet.defer import Deferred
+
+    homes, store = server.homes, server.store
+    await homes.names("admin")  # the shared-files home exists from here on
+    homes.forget("admin")
+    real, gate = store.homes, Deferred()
+
+    async def held(username: str) -> Any:  # the real read, answered late
+        rows = await real(username)
+        await gate
+        return rows
+
+    store.homes = held
+    try:
+        reading = Deferred.fromCoroutine(homes.names("admin"))
+        await homes.create("admin", "admin", "fresh")
+        gate.callback(None)
+        assert "fresh" not in await reading  # it began before the home was added
+    finally:
+        del store.homes
+    assert "fresh" in await homes.names("admin")
+    admin = admin_client(server)
+    assert "fresh" in (await admin.ok("GET", "/api/homedirs"))["home_dirs"]
+    await admin.ok("DELETE", "/api/homedirs/fresh")
+    assert "fresh" not in (await admin.ok("GET", "/api/homedirs"))["home_dirs"]

@@ -98,6 +98,7 @@ class AdminHandlers:
     async def _delete(self, call: Call, username: str, *, is_admin: bool) -> None:
         wire.name(username, "username")
         await self._principals.remove(call.caller.username, username, is_admin=is_admin)
+        self._homes.forget(username)  # their rows went with them
         await self._end_sessions(username)
         await self._homes.remove_all(username)
 

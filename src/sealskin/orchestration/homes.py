@@ -40,6 +40,28 @@ class Homes:
         self._clock = clock
         self._work = work
         self.root = root
+        # username -> sorted home names. Homes are read on every home, file and launch
+        # call; only this process writes them (the data directory is locked), and every
+        # write below forgets the user's entry. A write during a read bumps the generation,
+        # so that read's answer is not kept. A removed user's rows go with the principal:
+        # the admin API forgets them at once.
+        self._names: dict[str, tuple[str, ...]] = {}
+        self._generation = 0
+
+    def forget(self, username: str) -> None:
+        """Drops what is cached of the user's homes (after any write to their rows)."""
+        self._names.pop(username, None)
+        self._generation += 1
+
+    async def _read(self, username: str) -> tuple[str, ...]:
+        found = self._names.get(username)
+        if found is None:
+            generation = self._generation
+            homes: Sequence[HomeDir] = await self._store.homes(username)
+            found = tuple(sorted(h.name for h in homes))
+            if generation == self._generation:
+                self._names[username] = found
+        return found
 
     def user_dir(self, username: str) -> str:
         return os.path.join(self.root, username)
@@ -49,15 +71,14 @@ class Homes:
 
     async def names(self, username: str) -> list[str]:
         """Sorted home names; makes the shared-files home on first use (upstream R11)."""
-        homes: Sequence[HomeDir] = await self._store.homes(username)
-        found = sorted(h.name for h in homes)
+        found = await self._read(username)
         if SHARED_FILES not in found:
             await self.create(username, username, SHARED_FILES, exist_ok=True)
-            found = sorted([*found, SHARED_FILES])
-        return found
+            return sorted([*found, SHARED_FILES])
+        return list(found)
 
     async def exists(self, username: str, name: str) -> bool:
-        return any(h.name == name for h in await self._store.homes(username))
+        return name in await self._read(username)
 
     async def create(self, actor: str, username: str, name: str, *,
                      exist_ok: bool = False) -> None:
@@ -71,10 +92,15 @@ class Homes:
             if exist_ok:
                 return
             raise ApiError(Kind.CONFLICT, f"Home directory '{name}' already exists.") from None
+        finally:
+            self.forget(username)
         try:
             await self._work.run(_thd_make_home, self.path(username, name), self._owner)
         except OSError:
-            await self._store.remove_home(username, name, actor=actor)
+            try:
+                await self._store.remove_home(username, name, actor=actor)
+            finally:
+                self.forget(username)
             raise ApiError(Kind.INTERNAL, "internal error") from None
 
     async def remove(self, actor: str, username: str, name: str) -> None:
@@ -88,8 +114,11 @@ class Homes:
             await self._store.remove_home(username, name, actor=actor)
         except Missing:
             raise ApiError(Kind.NOT_FOUND, f"Home directory '{name}' not found.") from None
+        finally:
+            self.forget(username)
         await self._work.run(_thd_remove_tree, self.path(username, name))
 
     async def remove_all(self, username: str) -> None:
         """Deletes a removed user's storage (rows went with the principal)."""
+        self.forget(username)
         await self._work.run(_thd_remove_tree, self.user_dir(username))
