@@ -729,6 +729,11 @@ def report(args: argparse.Namespace, facts: dict[str, str],
         "repeats), all signed before the timed window. Signing one token costs this "
         f"client {mint_ms:.2f} ms of CPU (2048-bit key): the extension pays that per call "
         "on top of the figures above.",
+        "- `GET /api/homedirs` is answered from the server's in-memory copy of the caller's "
+        "home names (kept since 2026-12-04; every write forgets it). Before, each call "
+        "read them from SQLite on the store's thread: with fresh tokens at 20 clients, "
+        "1,851 calls/s and p99 20.9 ms against 3,284/s and p99 10.1 ms with the copy, "
+        "measured in the same hour (`--parts calls --key-bits 2048 --no-write`).",
         "- Probes: one connection sending alternately a plaintext 404 and an encrypted "
         "status call every 10 ms, first alone, then during a handshake flood of "
         f"{n} clients. RSA runs on the work pool, so the probes wait only for the "
