@@ -16,12 +16,16 @@ class HttpReadiness:
 
     Ready means any answer below 500 other than 401/404 from the app itself
     (those mean the app is up but something is misconfigured: reported at once).
+    Probes start ``first_interval_seconds`` apart and back off to ``interval_seconds``:
+    most apps answer within a second of their start, and a refused connection is cheap.
     """
 
     def __init__(self, reactor: IReactorTCP, clock: IReactorTime, *,
-                 interval_seconds: float = 0.25, probe_timeout_seconds: float = 2) -> None:
+                 interval_seconds: float = 0.25, first_interval_seconds: float = 0.05,
+                 probe_timeout_seconds: float = 2) -> None:
         self._clock = clock
         self._interval = interval_seconds
+        self._first_interval = min(first_interval_seconds, interval_seconds)
         self._probe_timeout = probe_timeout_seconds
         self._agent = Agent(reactor, connectTimeout=probe_timeout_seconds,
                             pool=HTTPConnectionPool(reactor, persistent=False))
@@ -33,6 +37,7 @@ class HttpReadiness:
         deadline = started + timeout_seconds
         headers = Headers({b"authorization": [authorization.encode()]})
         url = f"http://{host}:{port}{path}".encode()
+        interval = self._first_interval
         while True:
             status = await self._probe(url, headers)
             if status is not None and status < 500:
@@ -41,7 +46,8 @@ class HttpReadiness:
                 return self._clock.seconds() - started
             if self._clock.seconds() >= deadline:
                 raise ProviderError("readiness", "the app did not answer in time")
-            await deferLater(self._clock, self._interval, lambda: None)
+            await deferLater(self._clock, interval, lambda: None)
+            interval = min(interval * 2, self._interval)
 
     async def _probe(self, url: bytes, headers: Headers) -> int | None:
         try:
