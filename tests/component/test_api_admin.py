@@ -100,11 +100,17 @@ async def test_home_directories(admin: Client, server: Any) -> None:
     homes = (await admin.ok("GET", "/api/homedirs"))["home_dirs"]
     assert homes == ["_sealskin_shared_files", "work"]
     assert os.path.isdir(os.path.join(server.paths.homes, "admin", "work", "Desktop", "files"))
-    for bad in ("../x", "a/b", "..", "x\n", "", "cleanroom"):
+    for bad in ("../x", "a/b", "..", "x\n", ""):
         r = await admin.call("POST", "/api/homedirs", {"home_name": bad})
         assert r.status == 422, (bad, r)
+    for reserved in ("cleanroom", "CleanRoom", "_sealskin_shared_files"):
+        r = await admin.call("POST", "/api/homedirs", {"home_name": reserved})
+        assert r.status == 422 and "reserved name" in r.detail, (reserved, r)
+    # the popup makes auto-<app> homes itself (upstream-protocol 5.11)
+    await admin.ok("POST", "/api/homedirs", {"home_name": "auto-firefox"})
     assert (await admin.call("DELETE", "/api/homedirs/work")).status == 204
     assert (await admin.call("DELETE", "/api/homedirs/work")).status == 404
+    assert (await admin.call("DELETE", "/api/homedirs/auto-firefox")).status == 204
     assert not os.path.exists(os.path.join(server.paths.homes, "admin", "work"))
 
 
@@ -114,6 +120,8 @@ async def test_admin_manages_a_users_homes(admin: Client) -> None:
     await admin.ok("POST", "/api/admin/users/erin/homedirs", {"home_name": "docs"})
     listed = await admin.ok("GET", "/api/admin/users/erin/homedirs")
     assert "docs" in listed["home_dirs"]
+    r = await admin.call("POST", "/api/admin/users/erin/homedirs", {"home_name": "CLEANROOM"})
+    assert r.status == 422 and "reserved name" in r.detail, r
     assert (await admin.call("GET", "/api/admin/users/nobody/homedirs")).status == 404
     assert (await admin.call("DELETE", "/api/admin/users/erin/homedirs/docs")).status == 204
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor, task
+from twisted.internet.defer import Deferred, gatherResults
 
 from independent_client import Client
 from server_harness import admin_client, start_server
@@ -147,6 +148,40 @@ async def test_storage_limit_refuses_writes(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_uploads_side_by_side_cannot_pass_the_storage_limit_together(
+        tmp_path: Path) -> None:
+    """Each upload alone fits; together they do not. Unfinished uploads hold their
+    declared size, and stores running side by side hold theirs while they write."""
+    svc = await start_server(str(tmp_path / "data"))
+    try:
+        admin = admin_client(svc)
+        erin = await make_user(admin, "erin", storage_limit=1)
+        part = 600 * 1024
+        first = await erin.ok("POST", "/api/upload/initiate",
+                              {"filename": "a", "total_size": part})
+        r = await erin.call("POST", "/api/upload/initiate", {"filename": "b", "total_size": part})
+        assert r.status == 413 and "unfinished uploads already hold" in r.detail, r
+        await erin.ok("DELETE", f"/api/upload/{first['upload_id']}")
+
+        # Uploads made while the limit was not set yet: both are finished, then stored at once.
+        await admin.ok("PUT", "/api/admin/users/erin",
+                       {"settings": {"storage_limit": None}})
+        done = [await upload(erin, os.urandom(part), chunk=200 * 1024) for _ in range(2)]
+        await admin.ok("PUT", "/api/admin/users/erin", {"settings": {"storage_limit": 1}})
+        results = await gatherResults([
+            Deferred.fromCoroutine(erin.call("POST", "/api/upload/to_storage", {
+                "filename": f"f{n}", "upload_id": uid, "total_chunks": count,
+                "home_name": "_sealskin_shared_files"}))
+            for n, (uid, count) in enumerate(done)])
+        assert sorted(r.status for r in results) == [200, 413], results
+        shared = Path(svc.paths.homes) / "erin" / "_sealskin_shared_files"
+        stored = [p for p in shared.iterdir() if p.name in ("f0", "f1")]
+        assert [p.stat().st_size for p in stored] == [part]
+    finally:
+        await svc.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_no_persistent_storage_means_no_file_manager(server: Any, admin: Client) -> None:
     dave = await make_user(admin, "dave", persistent_storage=False)
     r = await dave.call("GET", "/api/files/list/_sealskin_shared_files?path=/")
@@ -156,7 +191,6 @@ async def test_no_persistent_storage_means_no_file_manager(server: Any, admin: C
 @pytest_twisted.ensureDeferred
 async def test_home_names_read_while_a_home_is_added_are_not_kept(server: Any) -> None:
     """Home names are cached in memory; a read that overlaps a write must not be cached."""
-    from twisted.internet.defer import Deferred
 
     homes, store = server.homes, server.store
     await homes.names("admin")  # the shared-files home exists from here on

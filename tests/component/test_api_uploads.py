@@ -117,8 +117,11 @@ async def test_initiate_validates_name_and_size(server: Any, admin: Client) -> N
     for name in ("", "..", "a\x00b", "x" * 256, "dir/", None):
         r = await admin.call("POST", "/api/upload/initiate", {"filename": name, "total_size": 1})
         assert r.status == 422, (name, r)
-    r = await admin.call("POST", "/api/upload/initiate", {"filename": "a", "total_size": -1})
-    assert r.status == 422
+    for size in (-1, None, "1", 1.5, True):
+        r = await admin.call("POST", "/api/upload/initiate", {"filename": "a", "total_size": size})
+        assert r.status == 422 and "'total_size'" in r.detail, (size, r)
+    r = await admin.call("POST", "/api/upload/initiate", {"filename": "a"})
+    assert r.status == 422 and r.detail.startswith("'total_size' is required"), r
     r = await admin.call("POST", "/api/upload/initiate",
                          {"filename": "a", "total_size": 11 * 1024**3})
     assert r.status == 413

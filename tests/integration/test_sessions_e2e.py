@@ -228,6 +228,12 @@ async def test_a_home_in_use_by_a_session_cannot_be_removed(live: Any) -> None:
     await admin.ok("DELETE", f"/api/sessions/{launched['session_id']}")
     assert (await admin.call("DELETE", "/api/homedirs/busy")).status == 204
     assert not home.exists()
+    # 'cleanroom' in any case is the ephemeral home, never a stored one
+    launched = await admin.ok("POST", "/api/launch/simple",
+                              {"application_id": app_id, "home_name": "CleanRoom"})
+    assert (Path(live.paths.ephemeral) / launched["session_id"]).is_dir()
+    assert not (Path(live.paths.homes) / "admin" / "CleanRoom").exists()
+    await admin.ok("DELETE", f"/api/sessions/{launched['session_id']}")
 
 
 @pytest_twisted.ensureDeferred

@@ -29,7 +29,6 @@ from sealskin.errors import ApiError, Kind
 from sealskin.model import Principal
 from sealskin.orchestration import paths
 from sealskin.orchestration.files import Files, Storage
-from sealskin.orchestration.homes import EPHEMERAL
 from sealskin.orchestration.launching import FILES_IN_CONTAINER, LaunchPlan
 from sealskin.orchestration.principals import Principals
 from sealskin.orchestration.sessions import Sessions
@@ -43,7 +42,7 @@ NO_SESSION = "Session not found or permission denied."
 
 
 def _count(body: Any, field: str, *, high: int = MAX_TOTAL_CHUNKS) -> int:
-    return wire.integer(body, field, -1, low=0, high=high)
+    return wire.integer(body, field, None, low=0, high=high)
 
 
 def _query_int(call: Call, field: str, default: int, low: int, high: int) -> int:
@@ -90,7 +89,7 @@ class FileHandlers:
 
     async def initiate(self, call: Call) -> wire.Json:
         filename = paths.file_name(call.body.get("filename"))
-        total = wire.integer(call.body, "total_size", -1, low=0, high=2**62)
+        total = wire.integer(call.body, "total_size", None, low=0, high=2**62)
         room = await self._d.storage.room_bytes(call.caller)
         upload_id = await self._d.uploads.initiate(call.caller.username, filename, total, room)
         return {"upload_id": upload_id}
@@ -119,11 +118,11 @@ class FileHandlers:
                        counts: bool) -> Assembled:
         """Assembles the caller's upload at ``dest``; ``counts``: within the storage limit."""
         u = await self._d.uploads.owned(caller.username, body.get("upload_id"))
-        if counts:
-            await self._d.storage.require_room(caller, u.total_size)
-        done = await self._d.uploads.consume(caller.username, u.id,
-                                             _count(body, "total_chunks"), dest)
-        if counts:
+        total_chunks = _count(body, "total_chunks")
+        if not counts:
+            return await self._d.uploads.consume(caller.username, u.id, total_chunks, dest)
+        async with self._d.storage.reserved(caller, u.total_size):
+            done = await self._d.uploads.consume(caller.username, u.id, total_chunks, dest)
             self._d.storage.note_written(caller.username, done.size)
         return done
 
@@ -188,7 +187,7 @@ class FileHandlers:
         """
         await self._d.storage.persistent(call.caller)
         filename = paths.file_name(call.body.get("filename"))
-        if call.body.get("home_name") == EPHEMERAL:
+        if paths.is_ephemeral(call.body.get("home_name")):
             raise ApiError(Kind.BAD_REQUEST, "A stored file cannot be opened in a cleanroom "
                            "session.")
         shared = self._d.storage.shared_files(call.caller.username)

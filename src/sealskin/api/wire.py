@@ -53,9 +53,13 @@ def boolean(body: Mapping[str, Any], field: str, default: bool) -> bool:
     return value
 
 
-def integer(body: Mapping[str, Any], field: str, default: int, *, low: int, high: int) -> int:
-    value = body.get(field, default)
+def integer(body: Mapping[str, Any], field: str, default: int | None, *, low: int,
+            high: int) -> int:
+    """An integer field; missing or null is ``default``, or INVALID when that is None."""
+    value = body.get(field)
     if value is None:
+        if default is None:
+            raise invalid(f"'{field}' is required: an integer from {low} to {high}.")
         return default
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise invalid(f"'{field}' must be an integer from {low} to {high}.")

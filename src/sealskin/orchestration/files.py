@@ -7,11 +7,12 @@ background as tasks bounded in number and age and visible only to their owner.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
@@ -59,6 +60,7 @@ class Storage:
         self._work = work
         self._cache_seconds = usage_cache_seconds
         self._usage: dict[str, tuple[float, int]] = {}
+        self._held: dict[str, int] = {}  # bytes being written now, per user
 
     async def persistent(self, caller: Principal) -> UserSettings:
         """The caller's effective settings; FORBIDDEN without persistent storage."""
@@ -93,8 +95,24 @@ class Storage:
 
     async def require_room(self, caller: Principal, size: int) -> None:
         room = await self.room_bytes(caller)
-        if room is not None and size > room:
+        if room is not None and size > room - self._held.get(caller.username, 0):
             raise ApiError(Kind.TOO_LARGE, OVER_LIMIT)
+
+    @contextlib.asynccontextmanager
+    async def reserved(self, caller: Principal, size: int) -> AsyncIterator[None]:
+        """Holds room for ``size`` bytes while the caller writes them (TOO_LARGE if there
+        is none), so writes running side by side cannot pass the limit together."""
+        await self.require_room(caller, size)
+        name = caller.username
+        self._held[name] = self._held.get(name, 0) + size  # no await since the check
+        try:
+            yield
+        finally:
+            left = self._held[name] - size
+            if left:
+                self._held[name] = left
+            else:
+                del self._held[name]
 
     async def home_root(self, caller: Principal, home_dir: object) -> str:
         """The directory of one of the caller's homes; FORBIDDEN for anything else."""

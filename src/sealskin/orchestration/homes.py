@@ -16,11 +16,10 @@ from twisted.internet.interfaces import IReactorTime
 from sealskin.blocking import Pool
 from sealskin.errors import ApiError, Kind
 from sealskin.model import HomeDir
+from sealskin.orchestration import paths
 from sealskin.orchestration.ownership import AppUser
+from sealskin.orchestration.paths import SHARED_FILES
 from sealskin.store import Conflict, Missing, Store
-
-SHARED_FILES = "_sealskin_shared_files"
-EPHEMERAL = "cleanroom"
 
 
 def _thd_make_home(path: str, owner: AppUser) -> None:
@@ -73,7 +72,7 @@ class Homes:
         """Sorted home names; makes the shared-files home on first use (upstream R11)."""
         found = await self._read(username)
         if SHARED_FILES not in found:
-            await self.create(username, username, SHARED_FILES, exist_ok=True)
+            await self._add(username, username, SHARED_FILES, exist_ok=True)
             return sorted([*found, SHARED_FILES])
         return list(found)
 
@@ -82,9 +81,15 @@ class Homes:
 
     async def create(self, actor: str, username: str, name: str, *,
                      exist_ok: bool = False) -> None:
+        """A home made on request; INVALID for the reserved names (CONFLICT if it exists)."""
+        if paths.is_reserved_home(name):
+            raise ApiError(Kind.INVALID, f"'{name}' is a reserved name: 'cleanroom' (in any "
+                           f"case) asks for an ephemeral home, '{SHARED_FILES}' is made "
+                           f"by the server.")
+        await self._add(actor, username, name, exist_ok=exist_ok)
+
+    async def _add(self, actor: str, username: str, name: str, *, exist_ok: bool) -> None:
         """Adds the row first (atomic duplicate check), then the directory."""
-        if name == EPHEMERAL:
-            raise ApiError(Kind.INVALID, f"'{EPHEMERAL}' is reserved for ephemeral homes.")
         try:
             await self._store.add_home(HomeDir(username, name, self._clock.seconds()),
                                        actor=actor)

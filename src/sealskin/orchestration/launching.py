@@ -19,7 +19,9 @@ from sealskin import authz
 from sealskin.blocking import Pool
 from sealskin.errors import ApiError, Kind
 from sealskin.model import InstalledApp, Principal, UserSettings
-from sealskin.orchestration.homes import EPHEMERAL, SHARED_FILES, Homes
+from sealskin.orchestration import paths
+from sealskin.orchestration.homes import Homes
+from sealskin.orchestration.paths import SHARED_FILES
 from sealskin.orchestration.ownership import AppUser
 from sealskin.providers import GpuDevice, GpuRequest, LaunchSpec, Mount
 from sealskin.providers.overrides import filter_overrides
@@ -152,7 +154,7 @@ class Planner:
         """(home path, shared-files path, ephemeral?) -- only the caller's own storage."""
         user = caller.username
         persistent = (settings.persistent_storage and app.home_directories
-                      and home_name not in (None, "", EPHEMERAL))
+                      and home_name and not paths.is_ephemeral(home_name))
         if not persistent or home_name is None:
             root = os.path.join(self._ephemeral_root, sid)
             home, shared = os.path.join(root, "home"), os.path.join(root, "files")

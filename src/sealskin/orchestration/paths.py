@@ -36,9 +36,15 @@ def _has_control(text: str) -> bool:
     return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
+def is_ephemeral(home_name: object) -> bool:
+    """``cleanroom`` in any case asks for an ephemeral home (upstream-protocol 5.11)."""
+    return isinstance(home_name, str) and home_name.lower() == EPHEMERAL
+
+
 def is_reserved_home(name: str) -> bool:
-    """``cleanroom`` (any case), the shared-files home and ``auto-*`` are server-managed."""
-    return name.lower() == EPHEMERAL or name == SHARED_FILES or name.startswith("auto-")
+    """Names no one may give a home: ``cleanroom`` (any case) and the shared-files home
+    (the server makes it). ``auto-*`` homes are the popup's to make (5.11)."""
+    return is_ephemeral(name) or name == SHARED_FILES
 
 
 def home_name(value: object, field: str = "home_dir") -> str:

@@ -204,17 +204,23 @@ class Uploads:
 
     async def initiate(self, username: str, filename: str, total_size: int,
                        room_bytes: int | None) -> str:
-        """A new upload id. TOO_LARGE past the size, storage (``room_bytes``) or count limit."""
+        """A new upload id. TOO_LARGE past the size, storage (``room_bytes``, less what the
+        user's unfinished uploads declared) or count limit."""
         if total_size > self._limits.max_total_bytes:
             raise ApiError(Kind.TOO_LARGE, f"Uploads are limited to "
                            f"{self._limits.max_total_bytes} bytes.")
         if room_bytes is not None and total_size > room_bytes:
             raise ApiError(Kind.TOO_LARGE, "Storage limit exceeded.")
-        # Counted and added under one lock: parallel initiates cannot pass the limit together.
+        # Counted and added under one lock: parallel initiates cannot pass the limits together.
         async with self._initiating:
             mine = await self.mine(username)
             if len(mine) >= self._limits.per_user:
                 mine = await self._reclaim_stale(mine)
+            declared = sum(u.total_size for u in mine)
+            if room_bytes is not None and total_size > room_bytes - declared:
+                raise ApiError(Kind.TOO_LARGE, f"Storage limit exceeded: unfinished uploads "
+                               f"already hold {declared} of the {room_bytes} bytes left; "
+                               f"finish or cancel them first.")
             if len(mine) >= self._limits.per_user:
                 raise ApiError(Kind.LIMITED, f"Too many uploads in progress "
                                f"({self._limits.per_user}); finish or cancel one "
