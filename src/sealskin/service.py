@@ -160,13 +160,14 @@ class SealskinService(Service):
     def _tls_paths(self) -> None:
         cert, key = self.cfg.tls_cert, self.cfg.tls_key
         if bool(cert) != bool(key):
-            raise usage.UsageError("--tls-cert and --tls-key go together.")
+            raise ValueError("--tls-cert and --tls-key go together: give both or neither.")
         if not cert:
             cert, key = self.paths.tls_cert, self.paths.tls_key
             if tls.ensure_self_signed(Path(cert), Path(key), self.cfg.host_url or "localhost"):
                 log.warn("Generated a self-signed certificate at {cert}: browsers will "
                          "not trust it. Pass --tls-cert/--tls-key for production.", cert=cert)
         self.tls_cert, self.tls_key = Path(cert), Path(key)
+        self.tls_context = tls.server_context_factory(self.tls_cert, self.tls_key)  # fail now
 
     def _build(self) -> None:
         cfg, reactor = self.cfg, self.reactor
@@ -370,7 +371,7 @@ class SealskinService(Service):
                  path=self.paths.admin_json)
 
     async def _listen_tls(self) -> IListeningPort:
-        ctx = tls.server_context_factory(self.tls_cert, self.tls_key)
+        ctx = self.tls_context
         site = build_site(self._tls_root(), access_log=self.cfg.access_log,
                           max_head_bytes=self.cfg.max_header_bytes)
         site.requestFactory = self._request_factory(StreamingRequest)

@@ -233,6 +233,12 @@ async def test_a_reset_that_cannot_write_admin_json_leaves_the_old_key_working(
     with pytest.raises(IsADirectoryError):
         await start_server(data_dir, **{"reset-admin-key": "true"})
     os.rmdir(svc.paths.admin_json + ".tmp")
+    os.rename(svc.paths.admin_json, str(tmp_path / "kept.json"))
+    os.mkdir(svc.paths.admin_json)  # the new file could not be put in place
+    with pytest.raises(OSError, match="not a regular file"):
+        await start_server(data_dir, **{"reset-admin-key": "true"})
+    os.rmdir(svc.paths.admin_json)
+    os.rename(str(tmp_path / "kept.json"), svc.paths.admin_json)
     svc = await start_server(data_dir)
     try:
         assert (await Client(admin_client(svc).base, old.config).call(

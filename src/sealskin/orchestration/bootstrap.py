@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import stat
 
 from twisted.logger import Logger
 
@@ -24,6 +26,16 @@ def _thd_write_private(path: str, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _thd_check_replaceable(path: str) -> None:
+    """OSError unless ``path`` is missing or a regular file (what a rename can replace)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EEXIST, "not a regular file; move it away and start again", path)
 
 
 def _thd_remove(path: str) -> None:
@@ -60,6 +72,7 @@ async def bootstrap_admin(store: Store, principals: Principals, work: Pool, *,
         "server_public_key": server_public_key,
     }
     staged = f"{config_path}.tmp"
+    await work.run(_thd_check_replaceable, config_path)
     await work.run(_thd_write_private, staged, json.dumps(document, indent=2) + "\n")
     try:
         # A first start that died before it finished left the account: it gets the new key.
@@ -70,7 +83,12 @@ async def bootstrap_admin(store: Store, principals: Principals, work: Pool, *,
     except BaseException:
         await work.run(_thd_remove, staged)
         raise
-    await work.run(os.replace, staged, config_path)
+    try:
+        await work.run(os.replace, staged, config_path)
+    except OSError as e:  # the key changed: never lose the only copy of the new one
+        raise OSError(e.errno, f"'admin' has a new key, but its client config could not "
+                      f"be put in place ({e.strerror}); it is in {staged}: move it to "
+                      f"{config_path}") from None
     await store.set_meta(DONE_KEY, config_path)
     if first:
         log.info("Created the bootstrap admin; its client config is {path} (import it into "

@@ -14,12 +14,17 @@ import ipaddress
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import ssl
+from twisted.logger import Logger
+
+log = Logger()
 
 _VALID_DAYS = 3650
 
@@ -88,13 +93,32 @@ def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
         raise
 
 
+def _spki(key: Any) -> bytes:
+    return bytes(key.public_bytes(serialization.Encoding.DER,
+                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
 def server_context_factory(cert_path: Path, key_path: Path) -> ssl.CertificateOptions:
     """TLS 1.2+ server options from PEM files (a chain after the leaf certificate is sent too).
 
+    ValueError naming the file for a key or certificate that cannot serve (unreadable,
+    encrypted, or a key that is not the certificate's); OSError for a missing file.
     Blocking (reads files): call at startup.
     """
-    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-    certs = x509.load_pem_x509_certificates(cert_path.read_bytes())
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        raise ValueError(f"{key_path} is not an unencrypted PEM private key ({e})") from None
+    try:
+        certs = x509.load_pem_x509_certificates(cert_path.read_bytes())
+    except ValueError as e:
+        raise ValueError(f"{cert_path} holds no PEM certificate ({e})") from None
+    if _spki(certs[0].public_key()) != _spki(key.public_key()):
+        raise ValueError(f"{key_path} is not the private key of the certificate in "
+                         f"{cert_path} (the first certificate must be the server's own)")
+    if certs[0].not_valid_after_utc < datetime.datetime.now(datetime.timezone.utc):
+        log.warn("The certificate in {cert} expired on {date}: browsers will refuse it",
+                 cert=str(cert_path), date=certs[0].not_valid_after_utc.isoformat())
     return ssl.CertificateOptions(
         privateKey=key,  # type: ignore[arg-type]  # pyOpenSSL takes cryptography objects (X509/PKey are deprecated); Twisted's stubs predate that
         certificate=certs[0],  # type: ignore[arg-type]  # pyOpenSSL takes cryptography objects (X509/PKey are deprecated); Twisted's stubs predate that
