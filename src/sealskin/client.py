@@ -2,7 +2,7 @@
 
 It speaks the protocol of the published extension: handshake (upstream-protocol 2.1,
 2.2), a fresh JWT per call (3.1), envelope both ways (2.3, 2.4), and one re-handshake
-and resend after a 400 (2.6).
+and resend after a 400 that says the crypto session is gone (2.6).
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ _FIELDS = ("server_endpoint", "api_port", "session_port", "username", "private_k
 def segment(value: str) -> str:
     """``value`` as one path segment: ``/``, ``%``, ``?`` and the like percent-encoded."""
     return quote(value, safe="")
+
+
+# The 400s that mean "our crypto session is gone": the extension re-handshakes after
+# any 400 (upstream-protocol 2.6); we do only after these, so a refusal is not sent twice.
+REHANDSHAKE = frozenset({envelope.UNKNOWN_SESSION, envelope.DECRYPT_FAILED})
 
 
 class ApiCallError(Exception):
@@ -118,7 +123,8 @@ class _TrustAnyCertificate:
 
 
 class ApiClient:
-    """Calls the encrypted API as a principal; handshakes lazily and after any 400."""
+    """Calls the encrypted API as a principal; handshakes lazily and when the server
+    forgot the crypto session."""
 
     def __init__(
         self,
@@ -173,7 +179,7 @@ class ApiClient:
         if self.session_key is None:
             await self.handshake()
         key, status, data = await self._send(method, path, body, query)
-        if status == 400:  # upstream-protocol 2.6: re-handshake and resend, once
+        if status == 400 and _detail(data) in REHANDSHAKE:  # upstream 2.6: once
             await self.handshake()
             key, status, data = await self._send(method, path, body, query)
         if not 200 <= status < 300:

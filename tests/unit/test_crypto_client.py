@@ -67,6 +67,8 @@ class FakeServer(Resource):
             request.setHeader("content-type", "application/json")
             query = {k.decode(): v[0].decode() for k, v in request.args.items()}
             return envelope.seal_json(session_key, {"user": user, "sent": sent, "query": query})
+        if path == "/api/refuse":  # a refusal made before any side effect (upstream R9)
+            return self._json(request, 400, {"detail": "This application cannot open URLs."})
         if path == "/api/gone":
             request.setResponseCode(204)
             return b""
@@ -186,6 +188,16 @@ def test_a_second_400_is_raised() -> None:
         h.run(h.client.call("GET", "/api/echo"))
     assert (caught.value.status, caught.value.detail) == (400, "Invalid or missing session ID")
     assert len(h.server.sessions) == 2  # one re-handshake, not a loop
+
+
+def test_a_400_that_is_not_about_the_crypto_session_is_not_sent_again() -> None:
+    h = Harness()
+    with pytest.raises(ApiCallError) as caught:
+        h.run(h.client.call("POST", "/api/refuse", {}))
+    assert (caught.value.status, caught.value.detail) == (400,
+                                                          "This application cannot open URLs.")
+    assert [uri for _, uri, _ in h.server.requests].count(b"/api/refuse") == 1
+    assert len(h.server.sessions) == 1
 
 
 def test_errors_carry_the_detail_or_the_raw_text() -> None:

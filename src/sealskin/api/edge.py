@@ -32,8 +32,8 @@ from sealskin.model import Principal
 
 log = Logger()
 
-BAD_SESSION = "Invalid or missing session ID"
-BAD_BODY = "Failed to decrypt request"
+BAD_SESSION = envelope.UNKNOWN_SESSION
+BAD_BODY = envelope.DECRYPT_FAILED
 
 
 class Access(enum.Enum):

@@ -23,6 +23,7 @@ from sealskin.crypto import EnvelopeError, PlaintextError
 IV_BYTES = 12
 TAG_BYTES = 16
 DECRYPT_FAILED = "Failed to decrypt request"  # upstream-protocol 2.3: the wire text
+UNKNOWN_SESSION = "Invalid or missing session ID"  # 2.4: the wire text
 # Ours: the envelope opened, but what it held is not a request body.
 PLAINTEXT_NOT_JSON = "The decrypted request is not JSON."
 PLAINTEXT_NOT_OBJECT = "The decrypted request must be a JSON object."
