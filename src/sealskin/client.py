@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote, urlencode
 
 import attrs
 from treq.client import HTTPClient
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.ssl import CertificateOptions
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
@@ -37,6 +38,10 @@ def segment(value: str) -> str:
 # The 400s that mean "our crypto session is gone": the extension re-handshakes after
 # any 400 (upstream-protocol 2.6); we do only after these, so a refusal is not sent twice.
 REHANDSHAKE = frozenset({envelope.UNKNOWN_SESSION, envelope.DECRYPT_FAILED})
+
+
+class NoAnswer(Exception):
+    """The server took longer than the client's timeout to answer."""
 
 
 class ApiCallError(Exception):
@@ -134,7 +139,10 @@ class ApiClient:
         base_url: str | None = None,
         tls_verify: bool = False,
         agent: IAgent | None = None,
+        timeout_seconds: float = 0,
     ) -> None:
+        """``timeout_seconds``: how long each request may take, answer included (0: no
+        limit); past it the request is abandoned with :class:`NoAnswer`."""
         self._reactor = reactor
         self.reactor = reactor
         self._config = config
@@ -147,6 +155,7 @@ class ApiClient:
         self._http = HTTPClient(agent)
         self.session_id: str | None = None
         self.session_key: bytes | None = None
+        self.timeout_seconds = timeout_seconds
 
     async def handshake(self) -> str:
         """Makes a new crypto session and returns its id (earlier ones stay valid)."""
@@ -229,6 +238,18 @@ class ApiClient:
         for name, value in (headers or {}).items():
             sent.addRawHeader(name, value)
         producer = None if body is None else BytesBody(body)
+        exchange = Deferred.fromCoroutine(self._exchange(method, url, producer, sent))
+        if self.timeout_seconds:
+            _ = exchange.addTimeout(self.timeout_seconds, self._reactor,
+                                    onTimeoutCancel=self._no_answer)
+        return await exchange
+
+    def _no_answer(self, result: object, timeout: float) -> NoReturn:
+        """What a request cut off by the timeout ends with (whatever the cut-off raised)."""
+        raise NoAnswer(f"no answer from {self.base_url} within {timeout:g} seconds")
+
+    async def _exchange(self, method: str, url: str, producer: BytesBody | None,
+                        sent: Headers) -> tuple[int, dict[str, list[str]], bytes]:
         response = await self._http.request(method, url, data=producer, headers=sent)
         data: bytes = await response.content()
         found = {

@@ -11,6 +11,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from sealskin.cli.main import Options, run
+from server_harness import admin_client
 
 
 def write_config(server: Any, tmp_path: Path) -> str:
@@ -204,3 +205,101 @@ async def test_ctrl_c_during_an_upload_cancels_it_on_the_server(server: Any,
     assert proc.returncode == 130 and b"interrupted" in err, err
     assert await server.store.uploads_older_than(float("inf")) == []
     assert list((Path(server.paths.internal) / "uploads").iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_refuses_what_is_not_a_regular_file_before_any_request(
+        server: Any, tmp_path: Path, capsys: Any) -> None:
+    import os
+
+    from twisted.python import usage
+
+    config = write_config(server, tmp_path)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # opening it would block until a writer came
+    for path, said in ((fifo, "is not a regular file"), (tmp_path, "is not a regular file"),
+                       (tmp_path / "missing", "cannot read")):
+        with pytest.raises(usage.UsageError, match=said):
+            await cli(config, "upload", str(path))
+    assert await server.store.uploads_older_than(float("inf")) == []
+    capsys.readouterr()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_lists_and_cancels_unfinished_uploads(server: Any, tmp_path: Path,
+                                                        capsys: Any) -> None:
+    from sealskin.client import ApiCallError
+
+    config = write_config(server, tmp_path)
+    assert await cli(config, "uploads", "list") == []
+    left = admin_client(server)
+    started = await left.ok("POST", "/api/upload/initiate",
+                            {"filename": "half.bin", "total_size": 6})
+    listed = await cli(config, "uploads", "list")
+    assert [(u["upload_id"], u["filename"], u["total_size"]) for u in listed] == [
+        (started["upload_id"], "half.bin", 6)]
+    capsys.readouterr()
+    opts = Options()
+    opts.parseOptions(["--config", config, "uploads", "list"])
+    await run(reactor, opts)
+    assert "half.bin\t6 B\t0 chunks received" in capsys.readouterr().out
+    await cli(config, "uploads", "cancel", started["upload_id"])
+    assert await server.store.uploads_older_than(float("inf")) == []
+    with pytest.raises(ApiCallError) as e:
+        await cli(config, "uploads", "cancel", started["upload_id"])
+    assert e.value.status == 404
+    capsys.readouterr()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cli_gives_up_on_a_server_that_never_answers(tmp_path: Path, server: Any,
+                                                           capsys: Any) -> None:
+    from twisted.internet import endpoints
+    from twisted.internet.protocol import Factory, Protocol
+
+    from sealskin.client import NoAnswer
+
+    silent = await endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        Factory.forProtocol(Protocol))  # accepts, reads, never answers
+    try:
+        config = write_config(server, tmp_path)
+        url = f"http://127.0.0.1:{silent.getHost().port}"
+        with pytest.raises(NoAnswer, match="within 0.5 seconds"):
+            await cli(config, "--timeout", "0.5", "--url", url, "status")
+    finally:
+        await silent.stopListening()
+    from twisted.python import usage
+    for bad in ("-1", "soon", "1e9"):
+        with pytest.raises(usage.UsageError, match="--timeout"):
+            Options().parseOptions(["--timeout", bad, "status"])
+    capsys.readouterr()
+
+
+def test_ctrl_c_while_the_cli_loads_its_key_is_quiet(tmp_path: Path) -> None:
+    """SIGINT before the reactor runs (loading a 4096-bit key takes a moment) is raised as
+    KeyboardInterrupt inside the command's coroutine: it must end the same way as later."""
+    import subprocess
+    import sys
+
+    from sealskin.crypto import keys
+
+    config = tmp_path / "admin.json"
+    private, public = keys.private_pem(keys.generate_rsa(2048)), keys.public_pem(
+        keys.generate_rsa(2048))
+    config.write_text(json.dumps({
+        "server_endpoint": "127.0.0.1", "api_port": 9, "session_port": 9, "username": "admin",
+        "private_key": private, "server_public_key": public}))
+    script = (
+        "import os, signal\n"
+        "from sealskin.crypto import keys\n"
+        "load = keys.load_private_pem\n"
+        "def interrupted_load(data):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"  # Ctrl-C, while the key loads
+        "    return load(data)\n"
+        "keys.load_private_pem = interrupted_load\n"
+        "from sealskin.cli import main\n"
+        f"main()\n")
+    done = subprocess.run([sys.executable, "-c", script, "-c", str(config), "status"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130, done
+    assert done.stderr.strip() == "sealskin: interrupted", done.stderr

@@ -182,6 +182,8 @@ async def test_cli_installs_launches_lists_and_stops(live: Any, tmp_path: Path,
     assert code == 200 and b"sealskin-probe" in page
     listed = await cli("sessions", "list")
     assert [s["session_id"] for s in listed] == [launched["session_id"]]
+    assert listed[0]["url"].startswith(f"https://127.0.0.1:{live.session_port}/"
+                                       f"{launched['session_id']}/")  # absolute, as launch's
     await cli("sessions", "stop", launched["session_id"])
     assert await cli("sessions", "list") == []
     await cli("apps", "remove", app["id"])

@@ -1,4 +1,5 @@
-"""CLI: ``sealskin upload FILE [--home H]`` and the upload helper ``launch --file`` uses.
+"""CLI: ``sealskin upload FILE [--home H]``, ``sealskin uploads list|cancel`` and the
+upload helper ``launch --file`` uses.
 
 Files are read and sent one chunk at a time (never whole in memory); the SHA-256
 the server computes while assembling is compared with the local one.
@@ -10,6 +11,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import stat
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
-from sealskin.cli.options import Interspersed
+from sealskin.cli.options import Empty, Interspersed, Noun
 from sealskin.client import ApiClient, segment
 
 MiB = 1024 * 1024
@@ -46,11 +48,32 @@ class UploadOptions(Interspersed):
         self["chunk-bytes"] = chunk * MiB
 
 
+def human_size(n: int) -> str:
+    """``6 B``, ``1.5 KiB``, ``200.0 MiB``: readable at any size."""
+    if n < 1024:
+        return f"{n} B"
+    if n < MiB:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / MiB:.1f} MiB"
+
+
 def _progress(sent: int, total: int) -> None:
     percent = 100 * sent // total if total else 100
-    sys.stderr.write(f"\r{sent // MiB}/{total // MiB} MiB ({percent}%)")
+    sys.stderr.write(f"\r{human_size(sent)} of {human_size(total)} ({percent}%)")
     if sent >= total:
         sys.stderr.write("\n")
+
+
+def local_file_size(path: str) -> int:
+    """The size of the regular file to upload; UsageError for anything else (a FIFO or a
+    device would block the upload, a directory has no bytes to send)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise usage.UsageError(f"cannot read {path}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise usage.UsageError(f"{path} is not a regular file: only files can be uploaded")
+    return st.st_size
 
 
 class Unfinished:
@@ -100,7 +123,7 @@ async def upload_file(client: ApiClient, path: str, unfinished: Unfinished,
                       progress: Callable[[int, int], None] | None = None,
                       ) -> tuple[str, int, str]:
     """Initiates and sends ``path``; returns (upload_id, total_chunks, local sha256 hex)."""
-    total = os.path.getsize(path)
+    total = local_file_size(path)
     started: Any = await client.call("POST", "/api/upload/initiate", {
         "filename": os.path.basename(path), "total_size": total})
     upload_id = str(started["upload_id"])
@@ -137,6 +160,7 @@ async def _check_home(client: ApiClient, home: str) -> None:
 async def run_upload(client: ApiClient, opts: usage.Options) -> tuple[Any, str]:
     """``sealskin upload``: returns (JSON value, text line); raises ValueError on a hash mismatch."""
     path, home = opts["path"], opts["home"]
+    local_file_size(path)  # before any request
     await _check_home(client, home)
     async with Unfinished(client) as unfinished:
         upload_id, count, local = await upload_file(client, path, unfinished,
@@ -156,3 +180,24 @@ async def run_upload(client: ApiClient, opts: usage.Options) -> tuple[Any, str]:
         raise ValueError(f"checksum mismatch: local {local}, server {remote}")
     value = {**answer, "local_sha256": local}
     return value, f"stored {answer.get('filename', name)} sha256 {remote} (matches)"
+
+
+class _CancelUpload(Interspersed):
+    def parseArgs(self, upload_id: str) -> None:  # type: ignore[override]  # usage.Options dispatches by arity
+        self["upload_id"] = upload_id
+
+
+class UploadsOptions(Noun):
+    verbs = (("list", Empty, "your unfinished uploads"),
+             ("cancel", _CancelUpload, "give up an unfinished upload (frees its slot)"))
+
+
+async def run_uploads(client: ApiClient, verb: str, opts: usage.Options) -> tuple[Any, str]:
+    """``sealskin uploads list|cancel``: what an interrupted upload left on the server."""
+    if verb == "cancel":
+        await client.call("DELETE", f"/api/upload/{segment(opts['upload_id'])}")
+        return {"cancelled": opts["upload_id"]}, f"cancelled {opts['upload_id']}"
+    found: Any = await client.call("GET", "/api/upload")
+    text = "\n".join(f"{u['upload_id']}\t{u['filename']}\t{human_size(u['total_size'])}\t"
+                     f"{u['received_chunks']} chunks received" for u in found)
+    return found, text or "(none)"

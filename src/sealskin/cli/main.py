@@ -20,7 +20,8 @@ from twisted.python import usage
 
 from sealskin.cli.apps import AppsOptions, StoresOptions, run_apps, run_stores
 from sealskin.cli import INTERRUPTED, interrupted
-from sealskin.cli.files import Unfinished, UploadOptions, run_upload, upload_file
+from sealskin.cli.files import (Unfinished, UploadOptions, UploadsOptions, local_file_size,
+                                run_upload, run_uploads, upload_file)
 from sealskin.cli.options import Empty, Interspersed, Noun
 from sealskin.client import ApiCallError, ApiClient, ClientConfig, segment
 
@@ -151,6 +152,8 @@ class Options(usage.Options):
         ["config", "c", os.environ.get("SEALSKIN_CLIENT_CONFIG", "admin.json"),
          "client config (admin.json format) [env SEALSKIN_CLIENT_CONFIG]"],
         ["url", None, None, "base URL (default http://<server_endpoint>:<api_port>)"],
+        ["timeout", None, "300", "seconds to wait for each answer (0 = no limit); a launch "
+         "that pulls a large image can take minutes"],
     ]
     subCommands = [
         _sub("status", Empty, "who am I, and my effective settings"),
@@ -161,6 +164,7 @@ class Options(usage.Options):
         _sub("launch", _Launch, "start an app; prints its single-use URL"),
         _sub("sessions", _Sessions, "list or stop sessions"),
         _sub("upload", UploadOptions, "upload FILE to your storage (chunked, encrypted)"),
+        _sub("uploads", UploadsOptions, "list or cancel your unfinished uploads"),
         _sub("stores", StoresOptions, "manage app stores (admin)"),
         _sub("apps", AppsOptions, "available, installed, install, update, remove (admin)"),
     ]
@@ -168,6 +172,13 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if self.subCommand is None:
             raise usage.UsageError("Which command?")
+        try:
+            self["timeout"] = float(self["timeout"])
+        except ValueError:
+            raise usage.UsageError(f"--timeout must be a number of seconds, not "
+                                   f"{self['timeout']!r}") from None
+        if not 0 <= self["timeout"] <= 86400:
+            raise usage.UsageError("--timeout must be from 0 to 86400 seconds")
 
 
 Printer = Callable[[Any], str]
@@ -305,6 +316,8 @@ def _session_base(c: ApiClient) -> str:
 
 
 async def _launch(c: ApiClient, o: usage.Options) -> tuple[Any, str]:
+    if o["file"]:
+        local_file_size(o["file"])  # before any request
     app = await _app(c, o["app"])
     if o["home"] and o["home"].lower() != "cleanroom" and not app.get("home_directories"):
         raise usage.UsageError(f"{app['name']} keeps no home directories (it always starts "
@@ -339,15 +352,18 @@ async def _sessions(c: ApiClient, verb: str, o: usage.Options) -> tuple[Any, str
     else:
         rows = [dict(s, username=c.config.username)
                 for s in _json(await c.call("GET", "/api/sessions"))]
-    text = "\n".join(f"{s['session_id']}\t{s['username']}\t{s['app_name']}\t"
-                     f"{_session_base(c)}{s['session_url']}" for s in rows) or "(none)"
+    for s in rows:  # as `launch` prints it: the server's path on the session port
+        s["url"] = _session_base(c) + s["session_url"]
+    text = "\n".join(f"{s['session_id']}\t{s['username']}\t{s['app_name']}\t{s['url']}"
+                     for s in rows) or "(none)"
     return rows, text
 
 
 async def run(reactor: Any, opts: Options) -> Any:
     """Runs the chosen command; returns what was printed as JSON (for tests)."""
     config = ClientConfig.load(opts["config"])
-    client = ApiClient(reactor, config, base_url=opts["url"], tls_verify=opts["verify-tls"])
+    client = ApiClient(reactor, config, base_url=opts["url"], tls_verify=opts["verify-tls"],
+                       timeout_seconds=opts["timeout"])
     cmd, sub = opts.subCommand, opts.subOptions
     if cmd == "status":
         status = _json(await client.call("POST", "/api/admin/status", {}))
@@ -364,6 +380,8 @@ async def run(reactor: Any, opts: Options) -> Any:
         value, text = await _sessions(client, *_verb(sub))
     elif cmd == "upload":
         value, text = await run_upload(client, sub)
+    elif cmd == "uploads":
+        value, text = await run_uploads(client, *_verb(sub))
     elif cmd == "stores":
         value, text = await run_stores(client, *_verb(sub))
     elif cmd == "apps":
@@ -429,6 +447,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(0) from None
         except CancelledError:
             raise
+        except KeyboardInterrupt:  # while the reactor was not running yet (loading the key)
+            raise SystemExit(INTERRUPTED) from None
         except Exception as e:  # network, TLS, files: one line, no traceback
             sys.stderr.write(f"sealskin: {_reason(e)}\n")
             raise SystemExit(1) from None
