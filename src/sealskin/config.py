@@ -7,7 +7,9 @@ Only ``service.py`` reads the Config; nothing reads ``os.environ`` later.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -51,6 +53,34 @@ def _port(text: str) -> int:
     return value
 
 
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _host_name(text: str) -> str:
+    """A DNS name or an IP address, as clients will dial it: no scheme, port or path."""
+    if not text:
+        return text  # unset: "localhost" in admin.json
+    if "://" in text:
+        raise ValueError("must be a host name without a scheme (e.g. sealskin.example.org)")
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        pass
+    if not text.isascii():
+        raise ValueError("must be ASCII: give an international name in its xn-- form")
+    labels = text.removesuffix(".").split(".")
+    if len(text) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError("must be a host name or an IP address, without port or path "
+                         "(e.g. sealskin.example.org or 192.0.2.10)")
+    return text
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in allowed:
@@ -70,7 +100,8 @@ def _bool(text: str) -> bool:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("data-dir", "/var/lib/sealskin", "Directory for the database, keys and storage."),
+    Setting("data-dir", "/var/lib/sealskin", "Directory for the database, keys and storage.",
+            _non_empty),
     Setting("api-port", "8000", "Plain-HTTP API port.", _port),
     Setting("session-port", "8443", "TLS port: session proxy and the same API.", _port),
     Setting("api-endpoint", "", "Twisted endpoint for the API (overrides --api-port), "
@@ -79,7 +110,8 @@ SETTINGS: tuple[Setting, ...] = (
             "--session-port); must speak TLS, e.g. ssl:8443:privateKey=...:certKey=... "
             "or systemd:domain=INET:index=1 (TLS is then added by the server)."),
     Setting("host-url", "", "Host name clients use to reach this server (admin.json "
-            "server_endpoint; certificate name).", aliases=("HOST_URL",)),
+            "server_endpoint; certificate name): a DNS name or IP address, no scheme or "
+            "port.", _host_name, aliases=("HOST_URL",)),
     Setting("tls-cert", "", "PEM certificate for the TLS port (default: self-signed in "
             "the data directory).", aliases=("SEALSKIN_PROXY_CERT_PATH",)),
     Setting("tls-key", "", "PEM private key for --tls-cert.",

@@ -20,7 +20,7 @@ from twisted.internet import endpoints
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
@@ -144,6 +144,10 @@ class SealskinService(Service):
         self.secrets = SecretKeeper.load_or_create(self.paths.secret_key)
         self.cookie_key = cookies.load_or_create_key(os.path.join(self.paths.keys, "cookie.key"))
         self._tls_paths()
+        self.api_endpoint = self.cfg.api_endpoint or f"tcp:{self.cfg.api_port}"
+        self.session_endpoint = self.cfg.session_endpoint or f"tcp:{self.cfg.session_port}"
+        self._server_endpoint("api-endpoint", self.api_endpoint)  # a bad one fails here, in
+        self._server_endpoint("session-endpoint", self.session_endpoint)  # one line
         self._build()
         self.ports: list[IListeningPort] = []
         self.workers: ProxyWorkers | None = None
@@ -156,6 +160,14 @@ class SealskinService(Service):
         self._reconcile_retry: Any = None
         self._stop_waiters: list[Deferred[None]] | None = None  # set once stop() has begun
         self._stopped = False
+
+    def _server_endpoint(self, option: str, desc: str) -> IStreamServerEndpoint:
+        """The endpoint ``desc`` describes; ValueError naming the option if it is unusable."""
+        try:
+            endpoint: IStreamServerEndpoint = endpoints.serverFromString(self.reactor, desc)
+        except Exception as e:  # Twisted's parsers raise ValueError, TypeError, OSError...
+            raise ValueError(f"--{option} {desc!r}: {e}") from None
+        return endpoint
 
     def _tls_paths(self) -> None:
         cert, key = self.cfg.tls_cert, self.cfg.tls_key
@@ -216,6 +228,7 @@ class SealskinService(Service):
             stores=self._build_stores(),
             files=self._build_files(planner),
         )
+        planner.store_script = self.app_stores.cached_script
         self.edge = Edge(self.crypto, self.principals, self.work)
         self.api = build_api(self.edge, routes(handlers))
 
@@ -355,9 +368,8 @@ class SealskinService(Service):
         self._reconciling = self.sessions.ops.run(self._reconcile())
         for timer in self.timers:
             timer.startService()
-        api_ep = self.cfg.api_endpoint or f"tcp:{self.cfg.api_port}"
-        self.ports.append(await endpoints.serverFromString(self.reactor, api_ep).listen(
-            self._site(self._api_port_root())))
+        api = self._server_endpoint("api-endpoint", self.api_endpoint)
+        self.ports.append(await api.listen(self._site(self._api_port_root())))
         self.ports.append(await self._listen_tls())
         await bootstrap_admin(self.store, self.principals, self.work,
                               config_path=self.paths.admin_json,
@@ -375,8 +387,8 @@ class SealskinService(Service):
         site = build_site(self._tls_root(), access_log=self.cfg.access_log,
                           max_head_bytes=self.cfg.max_header_bytes)
         site.requestFactory = self._request_factory(StreamingRequest)
-        desc = self.cfg.session_endpoint or f"tcp:{self.cfg.session_port}"
-        ep = endpoints.serverFromString(self.reactor, desc)
+        desc = self.session_endpoint
+        ep = self._server_endpoint("session-endpoint", desc)
         if desc.startswith("ssl:"):
             port: IListeningPort = await ep.listen(site)
         else:  # plain or systemd-activated socket: we add TLS ourselves

@@ -163,7 +163,11 @@ async def test_admin_changes_are_audited(admin: Client, server: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_groups_none_is_reserved_and_a_group_with_members_stays(admin: Client) -> None:
-    assert (await admin.call("POST", "/api/admin/groups", {"name": "none"})).status == 422
+    for reserved in ("none", "all"):  # no group; every group in an app's groups
+        r = await admin.call("POST", "/api/admin/groups", {"name": reserved})
+        assert r.status == 422 and "is reserved" in r.detail, r
+    r = await admin.call("POST", "/api/admin/users", {"username": "all", "settings": {}})
+    assert r.status == 422 and "is reserved" in r.detail, r  # everyone, in an app's users
     await admin.ok("POST", "/api/admin/groups", {"name": "crew", "settings": {
         "session_limit": 2, "gpu": False}})
     await admin.ok("POST", "/api/admin/users", {"username": "ivy", "settings": {"group": "crew"}})

@@ -167,7 +167,7 @@ async def test_available_needs_a_known_store_and_its_own_url(admin: Client) -> N
 
 @pytest_twisted.ensureDeferred
 async def test_http_store_with_etag_autostart_and_offline_cache(
-        admin: Client, http_store: Any) -> None:
+        admin: Client, http_store: Any, svc: Any) -> None:
     await admin.ok("POST", STORES, {"name": "Web", "url": http_store.url})
     apps = await admin.ok("GET", available("Web", http_store.url))
     assert [a["id"] for a in apps] == ["viewer", "rogue"]  # 'broken' skipped, rest loads
@@ -178,6 +178,12 @@ async def test_http_store_with_etag_autostart_and_offline_cache(
     assert viewer["extensions"] == ["jpg", "png", "gif"]
     assert base64.b64decode(viewer["custom_autostart_script_b64"]) == b"#!/bin/bash\nviewer\n"
     assert viewer["custom_autostart_wayland_script_b64"] is None  # a 404 caches empty
+    # what a launch of the installed app writes into its home (5.8)
+    cached = svc.app_stores.cached_script
+    assert await cached("Web", "viewer", False) == b"#!/bin/bash\nviewer\n"
+    assert await cached("Web", "viewer", True) is None
+    assert await cached("Web", "../viewer", False) is None
+    assert await cached("Other", "viewer", False) is None
     first = len(http_store.seen)
     again = await admin.ok("GET", available("Web", http_store.url))
     assert again == apps and len(http_store.seen) == first  # served from the cache
@@ -499,3 +505,23 @@ async def test_an_unknown_template_is_refused_on_install(server: Any) -> None:
         "name": "T", "app_template": "NoSuch",
         "provider_config": {"image": "sealskin/probe:latest", "port": 3000}})
     assert r.status == 422 and "NoSuch" in r.detail
+
+
+@pytest_twisted.ensureDeferred
+async def test_installed_app_fields_are_checked_and_an_unknown_id_is_404(server: Any) -> None:
+    from server_harness import admin_client
+
+    admin = admin_client(server)
+    good = {"name": "T", "provider_config": {"image": "sealskin/probe:latest", "port": 3000}}
+    for bad, said in (({"name": "two\nlines"}, "'name'"),
+                      ({"provider_config": {**good["provider_config"],
+                                            "custom_autostart_script_b64": "#!/bin/sh"}},
+                       "custom_autostart_script_b64"),
+                      ({"provider_config": {**good["provider_config"],
+                                            "env": [{"name": "A", "value": {"x": 1}}]}},
+                       "'value'")):
+        r = await admin.call("POST", "/api/admin/apps/installed", {**good, **bad})
+        assert r.status == 422 and said in r.detail, (bad, r)
+    assert await admin.ok("GET", "/api/admin/apps/installed") == []
+    r = await admin.call("PUT", "/api/admin/apps/installed/nosuchid", {"id": "other"})
+    assert r.status == 404 and "nosuchid" in r.detail, r

@@ -80,3 +80,14 @@ def test_unusable_tls_files_end_the_start_with_one_clear_line(tmp_path: Path) ->
                     (mine / "cert.pem").read_text())
     finally:
         good.stop()
+
+
+def test_unusable_endpoint_descriptions_end_the_start_with_one_clear_line(
+        tmp_path: Path) -> None:
+    for option, desc, said in (("api-endpoint", "foo:bar", "Unknown endpoint type"),
+                               ("api-endpoint", "tcp:80:bogus=1", "unexpected keyword"),
+                               ("session-endpoint", "tcp:notaport", "invalid literal")):
+        done = _twistd(tmp_path, f"--{option}={desc}")
+        assert done.returncode == 1, (desc, done)
+        assert f"--{option} {desc!r}: " in done.stderr and said in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr, done.stderr

@@ -25,10 +25,22 @@ def test_upstream_environment_names_are_understood() -> None:
 
 @pytest.mark.parametrize("option,value", [("api-port", "70000"), ("api-port", "x"),
                                           ("max-body-bytes", "0"),
-                                          ("allow-dangerous-overrides", "maybe")])
+                                          ("allow-dangerous-overrides", "maybe"),
+                                          ("data-dir", ""), ("host-url", "https://a.b"),
+                                          ("host-url", "a.b:8000"), ("host-url", "a b"),
+                                          ("host-url", "bücher.de"), ("host-url", "a/b"),
+                                          ("host-url", "-a.b"), ("host-url", "a..b")])
 def test_bad_values_name_the_option(option: str, value: str) -> None:
     with pytest.raises(usage.UsageError, match=option):
         build_config({option: value}, {})
+
+
+@pytest.mark.parametrize("given,kept", [("sealskin.example.org", "sealskin.example.org"),
+                                        ("localhost", "localhost"), ("192.0.2.10", "192.0.2.10"),
+                                        ("[2001:db8::1]", "2001:db8::1"), ("xn--bcher-kva.de",
+                                                                          "xn--bcher-kva.de")])
+def test_host_names_clients_can_dial(given: str, kept: str) -> None:
+    assert build_config({"host-url": given}, {}).host_url == kept
 
 
 def test_every_option_is_documented_with_its_environment_variable() -> None:

@@ -58,6 +58,8 @@ class AdminHandlers:
 
     async def _create(self, call: Call, *, is_admin: bool) -> wire.Json:
         username = wire.name(call.body.get("username"), "username")
+        if username == "all":
+            raise wire.invalid("'all' is reserved: in an app's users it means everyone.")
         public_key = wire.string(call.body, "public_key", max_len=wire.MAX_PEM_CHARS,
                                  optional=True)
         settings = None if is_admin else wire.settings(call.body.get("settings"))
@@ -104,8 +106,9 @@ class AdminHandlers:
 
     async def create_group(self, call: Call) -> wire.Json:
         name = wire.name(call.body.get("name"), "name")
-        if name == "none":
-            raise wire.invalid("'none' is reserved: it means no group.")
+        if name in ("none", "all"):
+            raise wire.invalid(f"'{name}' is reserved: it means "
+                               f"{'no group' if name == 'none' else 'every group'}.")
         settings = wire.settings(call.body.get("settings"))
         group = await self._principals.add_group(call.caller.username,
                                                  Group(name, _no_group(settings)))

@@ -38,7 +38,8 @@ class AppHandlers:
                 "refused_overrides": self._catalogue.refused_overrides(app)}
 
     async def update(self, call: Call, app_id: str) -> wire.Json:
-        app = apps_wire.installed_app(call.body, app_id=wire.name(app_id, "app_id"))
+        await self._catalogue.installed(wire.name(app_id, "app_id"))  # 404 before the body's 422
+        app = apps_wire.installed_app(call.body, app_id=app_id)
         await self._known_template(app.app_template)
         app = await self._catalogue.update(call.caller.username, app)
         return {**apps_wire.app_json(app),

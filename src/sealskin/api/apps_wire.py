@@ -10,6 +10,8 @@ from typing import Any
 import attrs
 
 from sealskin.api import wire
+from sealskin.crypto import CryptoError
+from sealskin.crypto.envelope import b64decode_strict
 from sealskin.model import InstalledApp, Template
 
 IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
@@ -62,6 +64,11 @@ def provider_config(value: object) -> dict[str, Any]:
     cfg["extensions"] = [e.lower().lstrip(".") for e in ext][:500]
     for key in ("custom_autostart_script_b64", "custom_autostart_wayland_script_b64"):
         cfg[key] = wire.string(value, key, max_len=256 * 1024, optional=True) or None
+        if cfg[key] is not None:
+            try:
+                b64decode_strict(cfg[key])
+            except CryptoError:
+                raise wire.invalid(f"'provider_config.{key}' must be base64.") from None
     overrides = value.get("docker_overrides")
     if overrides is not None and not isinstance(overrides, dict):
         raise wire.invalid("'provider_config.docker_overrides' must be an object or null.")
@@ -80,8 +87,8 @@ def installed_app(body: Mapping[str, Any], *, app_id: str | None = None) -> Inst
     if policy not in PULL_POLICIES:
         raise wire.invalid("'pull_policy' must be always, if-missing or never.")
     name = wire.string(body, "name", max_len=128) or ""
-    if not name.strip():
-        raise wire.invalid("'name' must not be empty.")
+    if not name.strip() or any(c in name for c in "\r\n\t"):
+        raise wire.invalid("'name' must be one line of text, not empty.")
     return InstalledApp(
         id=ident, name=name, provider_config=provider_config(body.get("provider_config")),
         logo=wire.string(body, "logo", max_len=2 * 1024 * 1024, optional=True) or "",

@@ -67,10 +67,15 @@ class Catalogue:
         self.pull_in_background(app)
         return app
 
+    async def installed(self, app_id: str) -> InstalledApp:
+        """The installed app with this id; NOT_FOUND if there is none."""
+        found = await self._store.app(app_id)
+        if found is None:
+            raise ApiError(Kind.NOT_FOUND, f"Application with ID '{app_id}' not found.")
+        return found
+
     async def update(self, actor: str, app: InstalledApp) -> InstalledApp:
-        old = await self._store.app(app.id)
-        if old is None:
-            raise ApiError(Kind.NOT_FOUND, f"Application with ID '{app.id}' not found.")
+        old = await self.installed(app.id)
         await self._check_names(app, old)
         if self.prepare_logo is not None:
             app = await self.prepare_logo(app, old)

@@ -19,7 +19,7 @@ from sealskin import authz
 from sealskin.blocking import Pool
 from sealskin.errors import ApiError, Kind
 from sealskin.model import InstalledApp, Principal, UserSettings
-from sealskin.orchestration import paths
+from sealskin.orchestration import autostart, paths
 from sealskin.orchestration.homes import Homes
 from sealskin.orchestration.paths import SHARED_FILES
 from sealskin.orchestration.ownership import AppUser
@@ -92,6 +92,7 @@ class Planner:
         self._ephemeral_root = ephemeral_root
         self._gpus = gpus
         self._defaults = defaults
+        self.store_script: autostart.StoreScript | None = None  # set once the stores exist
 
     async def app_for(self, caller: Principal, app_id: str) -> InstalledApp:
         app = await self._store.app(app_id)
@@ -107,8 +108,17 @@ class Planner:
             raise ApiError(Kind.BAD_REQUEST, "This application cannot open URLs.")
         sid = str(uuid.uuid4())
         home, shared, ephemeral = await self._home(caller, settings, app, req.home_name, sid)
-        env = await self._env(app, sid, req, gpu)
         cleanup = self._remover(os.path.join(self._ephemeral_root, sid)) if ephemeral else None
+        try:
+            script = await autostart.script_for(app, req.wayland_mode, self.store_script)
+            if script is not None:
+                await autostart.write(self._work, home, req.wayland_mode, script,
+                                      AppUser(self._defaults.puid, self._defaults.pgid))
+            env = await self._env(app, sid, req, gpu)
+        except BaseException:
+            if cleanup is not None:
+                await cleanup()
+            raise
         overrides, _refused = filter_overrides(
             app.provider_config.get("docker_overrides") or {},
             dangerous_allowed=app.allow_overrides if self._defaults.allow_dangerous else ())

@@ -143,6 +143,11 @@ def _open_below(dir_fd: int, name: str, flags: int) -> int:
         raise
 
 
+def open_below_dir(dir_fd: int, name: str) -> int:
+    """The directory ``name`` in ``dir_fd``, not followed if it is a symlink (ELOOP)."""
+    return _open_below(dir_fd, name, _DIR_FLAGS)
+
+
 def _thd_open_dir(root: str, parts: Sequence[str]) -> int:
     """A descriptor of ``root/parts...`` opened without following any symlink below root.
 
@@ -152,7 +157,7 @@ def _thd_open_dir(root: str, parts: Sequence[str]) -> int:
         fd = os.open(root, _DIR_FLAGS)
         try:
             for part in parts:
-                child = _open_below(fd, part, _DIR_FLAGS)
+                child = open_below_dir(fd, part)
                 os.close(fd)
                 fd = child
         except BaseException:

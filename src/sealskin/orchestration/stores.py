@@ -26,7 +26,8 @@ from sealskin.blocking import Pool
 from sealskin.errors import ApiError, Kind
 from sealskin.model import AppStore
 from sealskin.orchestration.fetch import FetchError, Fetcher
-from sealskin.orchestration.store_format import StoreDocument, StoreFormatError, parse_store
+from sealskin.orchestration.store_format import (APP_ID_RE, StoreDocument, StoreFormatError,
+                                                 parse_store)
 from sealskin.store import Conflict, Missing, Store
 
 log = Logger()
@@ -198,6 +199,15 @@ class AppStores:
         for sentence in self._skipped[s.name]:
             log.warn("app store {store}: skipped {entry}", store=s.name, entry=sentence)
 
+    async def cached_script(self, store_name: str, app_id: str, wayland: bool) -> bytes | None:
+        """The autostart script cached for that store's app (5.8); None if none or empty."""
+        if not APP_ID_RE.fullmatch(app_id):  # a file name below the cache: checked first
+            return None
+        name = app_id + ("-wayland" if wayland else "")
+        path = os.path.join(self._cache_dir, cache_key(store_name) + ".autostart", name)
+        body = await self._work.run(_thd_read_script, path)
+        return body if body and body.strip() else None
+
     def skipped(self, name: str) -> Sequence[str]:
         """The entries of store ``name`` left out at its last reading (which app, why)."""
         return self._skipped.get(name, ())
@@ -305,13 +315,17 @@ def _thd_with_scripts(cache_dir: str, key: str, apps: list[dict[str, Any]]
     return apps
 
 
-def _script_b64(path: str) -> str | None:
+def _thd_read_script(path: str) -> bytes | None:
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_SCRIPT_BYTES)
+            return f.read(MAX_SCRIPT_BYTES)
     except OSError:
         return None
-    return base64.b64encode(data).decode() if data.strip() else None
+
+
+def _script_b64(path: str) -> str | None:
+    data = _thd_read_script(path)
+    return base64.b64encode(data).decode() if data and data.strip() else None
 
 
 def _thd_drop_cache(cache_dir: str, key: str) -> None:
