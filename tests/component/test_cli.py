@@ -43,6 +43,9 @@ async def test_cli_manages_users_groups_and_homes(server: Any, tmp_path: Path,
     assert zoe["username"] == "zoe" and zoe["private_key"].startswith("-----BEGIN PRIVATE")
     zoe_status = await cli(str(tmp_path / "zoe.json"), "status")
     assert zoe_status["settings"]["gpu"] is False
+    from twisted.python import usage
+    with pytest.raises(usage.UsageError, match="may not use GPUs"):  # not silently ignored
+        await cli(str(tmp_path / "zoe.json"), "launch", "Any", "--gpu", "/dev/dri/renderD128")
     assert [u["username"] for u in await cli(config, "users", "list")] == ["zoe"]
     await cli(config, "homes", "add", "proj", "--user", "zoe")
     assert "proj" in await cli(config, "homes", "list", "--user", "zoe")

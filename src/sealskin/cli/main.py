@@ -315,9 +315,20 @@ def _session_base(c: ApiClient) -> str:
     return f"https://{cfg.server_endpoint}:{cfg.session_port}"
 
 
+async def _check_gpu(c: ApiClient) -> None:
+    """The server ignores the GPU of an account that may not use one (as upstream does:
+    the extension sends one anyway); the CLI says so instead. The server checks the rest."""
+    status = _json(await c.call("POST", "/api/admin/status", {}))
+    if not status["settings"].get("gpu"):
+        raise usage.UsageError("your account may not use GPUs (its gpu setting is false); "
+                               "launch without --gpu")
+
+
 async def _launch(c: ApiClient, o: usage.Options) -> tuple[Any, str]:
     if o["file"]:
         local_file_size(o["file"])  # before any request
+    if o["gpu"]:
+        await _check_gpu(c)
     app = await _app(c, o["app"])
     if o["home"] and o["home"].lower() != "cleanroom" and not app.get("home_directories"):
         raise usage.UsageError(f"{app['name']} keeps no home directories (it always starts "
