@@ -7,7 +7,7 @@ the API answers 413.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from http import HTTPStatus
 from typing import Any
@@ -91,12 +91,19 @@ class LimitedRequest(Request):
 
     max_body_bytes = 1024 * 1024
     max_bodies: Mapping[bytes, int] = {}
+    max_body_prefixes: Sequence[tuple[bytes, int]] = ()
     body_too_large = False
     _received = 0
 
     def _limit(self) -> int:
         path = getattr(self.channel, "_path", b"").split(b"?", 1)[0]
-        return self.max_bodies.get(path, self.max_body_bytes)
+        exact = self.max_bodies.get(path)
+        if exact is not None:
+            return exact
+        for prefix, limit in self.max_body_prefixes:
+            if path.startswith(prefix):
+                return limit
+        return self.max_body_bytes
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self._limit():
@@ -124,10 +131,28 @@ class LimitedRequest(Request):
 
 
 def limited_request_factory(max_body_bytes: int, max_bodies: Mapping[bytes, int],
-                            base: type[LimitedRequest] = LimitedRequest) -> type[LimitedRequest]:
-    """A subclass of ``base`` with these limits (``max_bodies``: per exact path)."""
+                            base: type[LimitedRequest] = LimitedRequest, *,
+                            prefixes: Sequence[tuple[bytes, int]] = ()) -> type[LimitedRequest]:
+    """A subclass of ``base`` with these limits (``max_bodies``: per exact path, then
+    ``prefixes``: per path prefix, first match)."""
     return type("SizedRequest", (base,),
-                {"max_body_bytes": max_body_bytes, "max_bodies": dict(max_bodies)})
+                {"max_body_bytes": max_body_bytes, "max_bodies": dict(max_bodies),
+                 "max_body_prefixes": tuple(prefixes)})
+
+
+def app_body_bytes(max_body_bytes: int, icon_max_bytes: int) -> int:
+    """The body limit of installed-app requests: room for a logo of ``icon_max_bytes``
+    (base64 in the JSON, and again in the envelope: under twice its size) and the rest."""
+    return max(max_body_bytes, 2 * icon_max_bytes + 64 * 1024)
+
+
+def api_request_factory(max_body_bytes: int, max_upload_body_bytes: int,
+                        max_app_body_bytes: int,
+                        base: type[LimitedRequest] = LimitedRequest) -> type[LimitedRequest]:
+    """The API's body limits: upload chunks and installed apps (with logos) get their own."""
+    return limited_request_factory(
+        max_body_bytes, {b"/api/upload/chunk": max_upload_body_bytes}, base,
+        prefixes=((b"/api/admin/apps/installed", max_app_body_bytes),))
 
 
 @implementer(IBodyProducer)

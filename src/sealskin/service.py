@@ -39,7 +39,7 @@ from sealskin.api.sessions import SessionHandlers
 from sealskin.api.stores import StoreHandlers
 from sealskin.api.routes import Handlers, routes
 from sealskin.blocking import Pool
-from sealskin.httpbody import LimitedRequest, limited_request_factory
+from sealskin.httpbody import LimitedRequest, api_request_factory, app_body_bytes
 from sealskin.crypto import cookies, keys
 from sealskin.crypto.secretbox import SecretKeeper
 from sealskin.crypto.sessions import CryptoSessions, RateLimiter
@@ -325,9 +325,11 @@ class SealskinService(Service):
                 10, lambda: Deferred.fromCoroutine(self._reconcile()))
 
     def _request_factory(self, base: Any = LimitedRequest) -> Any:
-        return limited_request_factory(
-            self.cfg.max_body_bytes, {b"/api/upload/chunk": self.cfg.max_upload_body_bytes},
-            base)
+        return api_request_factory(self.cfg.max_body_bytes, self.cfg.max_upload_body_bytes,
+                                   self._app_body_bytes(), base)
+
+    def _app_body_bytes(self) -> int:
+        return app_body_bytes(self.cfg.max_body_bytes, self.cfg.icon_max_bytes)
 
     def _site(self, root: IResource) -> Site:
         return ApiSite(root, request_factory=self._request_factory(),
@@ -411,6 +413,7 @@ class SealskinService(Service):
             internal_port=_port_number(self.internal_port),
             internal_secret=self.workers.secret, max_body_bytes=cfg.max_body_bytes,
             max_upload_body_bytes=cfg.max_upload_body_bytes,
+            max_app_body_bytes=self._app_body_bytes(),
             proxy_timeout_seconds=cfg.proxy_timeout_seconds,
             ws_ping_seconds=cfg.ws_ping_seconds, ws_ping_timeout_seconds=cfg.ws_ping_timeout_seconds,
             ws_max_message_bytes=cfg.ws_max_message_bytes,

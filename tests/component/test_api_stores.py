@@ -320,6 +320,15 @@ async def test_uploaded_logo_becomes_an_icon_and_url_logos_stay(admin: Client,
     r = await admin.call("PUT", f"/api/admin/apps/installed/{app_id}",
                          {**put, "logo": base64.b64encode(b"not an image").decode()})
     assert r.status == 422 and "PNG" in r.detail
+    limit = svc.cfg.icon_max_bytes  # a logo at the limit fits in the request body
+    biggest = PNG + bytes(limit - len(PNG))
+    app = await admin.ok("PUT", f"/api/admin/apps/installed/{app_id}",
+                         {**put, "logo": base64.b64encode(biggest).decode()})
+    icon = await admin.ok("GET", f"/api/app_icon/{app_id}")
+    assert base64.b64decode(icon["icon_data_b64"]) == biggest
+    r = await admin.call("PUT", f"/api/admin/apps/installed/{app_id}",
+                         {**put, "logo": base64.b64encode(biggest + bytes(4)).decode()})
+    assert r.status == 413 and f"larger than {limit} bytes" in r.detail, r
     alice = await new_user(admin, "alice")
     assert (await alice.ok("GET", f"/api/app_icon/{app_id}"))["icon_data_b64"]
     assert os.listdir(Path(svc.paths.internal) / "app_icons") == [f"{app_id}.png"]

@@ -39,7 +39,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
 from sealskin.crypto import cookies
-from sealskin.httpbody import BytesBody, limited_request_factory
+from sealskin.httpbody import BytesBody, api_request_factory
 from sealskin.model import SessionRoute
 from sealskin.proxy import tls
 from sealskin.proxy.http import HttpLimits, StreamingRequest
@@ -66,6 +66,7 @@ class WorkerConfig:
     internal_secret: str
     max_body_bytes: int
     max_upload_body_bytes: int
+    max_app_body_bytes: int
     proxy_timeout_seconds: float
     ws_ping_seconds: float
     ws_ping_timeout_seconds: float
@@ -221,8 +222,8 @@ def run(reactor: Any, cfg: WorkerConfig, fd: int) -> None:
                           ping_timeout_seconds=cfg.ws_ping_timeout_seconds,
                           max_message_bytes=cfg.ws_max_message_bytes))
     site = build_site(root, access_log=cfg.access_log, max_head_bytes=cfg.max_header_bytes)
-    site.requestFactory = limited_request_factory(
-        cfg.max_body_bytes, {b"/api/upload/chunk": cfg.max_upload_body_bytes}, StreamingRequest)
+    site.requestFactory = api_request_factory(cfg.max_body_bytes, cfg.max_upload_body_bytes,
+                                              cfg.max_app_body_bytes, StreamingRequest)
     context = tls.server_context_factory(Path(cfg.cert), Path(cfg.key))
     port = IReactorSocket(reactor).adoptStreamPort(
         fd, socket.AF_INET, TLSMemoryBIOFactory(context, False, site))  # type: ignore[arg-type]  # a wrapping factory is a server factory
