@@ -14,11 +14,10 @@ from typing import Any, NoReturn
 from urllib.parse import quote, urlencode
 
 import attrs
-from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.ssl import CertificateOptions
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IPolicyForHTTPS
 from zope.interface import implementer
@@ -152,7 +151,7 @@ class ApiClient:
         self.base_url = (base_url or _default_base_url(config)).rstrip("/")
         if agent is None:
             agent = _agent(reactor, tls_verify)
-        self._http = HTTPClient(agent)
+        self._agent = agent  # Agent itself: treq's URL handling refuses IPv6 literals
         self.session_id: str | None = None
         self.session_key: bytes | None = None
         self.timeout_seconds = timeout_seconds
@@ -250,8 +249,9 @@ class ApiClient:
 
     async def _exchange(self, method: str, url: str, producer: BytesBody | None,
                         sent: Headers) -> tuple[int, dict[str, list[str]], bytes]:
-        response = await self._http.request(method, url, data=producer, headers=sent)
-        data: bytes = await response.content()
+        response = await self._agent.request(method.encode("ascii"), url.encode("ascii"), sent,
+                                             producer)
+        data: bytes = await readBody(response)
         found = {
             name.decode("latin-1").lower(): [v.decode("latin-1") for v in values]
             for name, values in response.headers.getAllRawHeaders()

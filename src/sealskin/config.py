@@ -32,22 +32,32 @@ class Setting:
         return "SEALSKIN_" + self.name.upper().replace("-", "_")
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value <= 0:
         raise ValueError("must be a positive integer")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("must be a number") from None
     if value < 0:
         raise ValueError("must not be negative")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if not 0 <= value <= 65535:
         raise ValueError("must be a port number (0-65535)")
     return value
@@ -75,6 +85,8 @@ def _host_name(text: str) -> str:
     if not text.isascii():
         raise ValueError("must be ASCII: give an international name in its xn-- form")
     labels = text.removesuffix(".").split(".")
+    if all(label.isdigit() for label in labels):
+        raise ValueError("is not a valid IPv4 address")
     if len(text) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         raise ValueError("must be a host name or an IP address, without port or path "
                          "(e.g. sealskin.example.org or 192.0.2.10)")
@@ -127,8 +139,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max-body-bytes", str(MiB), "Largest JSON request body accepted.", _positive_int),
     Setting("max-header-bytes", "16384", "Largest HTTP request head on both ports (the "
             "request line, and all header lines together): 414 or 431 past it.", _positive_int),
-    Setting("max-upload-body-bytes", str(16 * MiB), "Largest body for /api/upload/chunk "
-            "(a base64 chunk inside the envelope).", _positive_int),
+    Setting("max-upload-body-bytes", str(24 * MiB), "Largest body for /api/upload/chunk "
+            "(a base64 chunk inside the envelope: about 16/9 of --max-chunk-bytes).",
+            _positive_int),
     Setting("crypto-session-idle-seconds", "86400", "Idle time after which a crypto "
             "session is forgotten.", _non_negative_float),
     Setting("crypto-sessions-max", "10000", "Most crypto sessions kept in memory "

@@ -140,10 +140,15 @@ def limited_request_factory(max_body_bytes: int, max_bodies: Mapping[bytes, int]
                  "max_body_prefixes": tuple(prefixes)})
 
 
+def enveloped_bytes(raw_bytes: int) -> int:
+    """The body that carries ``raw_bytes`` as base64 in a JSON request, inside the
+    envelope (base64 again: 16/9 of it), with 64 KiB for the rest of the request."""
+    return -(-raw_bytes * 16 // 9) + 64 * 1024
+
+
 def app_body_bytes(max_body_bytes: int, icon_max_bytes: int) -> int:
-    """The body limit of installed-app requests: room for a logo of ``icon_max_bytes``
-    (base64 in the JSON, and again in the envelope: under twice its size) and the rest."""
-    return max(max_body_bytes, 2 * icon_max_bytes + 64 * 1024)
+    """The body limit of installed-app requests: room for a logo of ``icon_max_bytes``."""
+    return max(max_body_bytes, enveloped_bytes(icon_max_bytes))
 
 
 def api_request_factory(max_body_bytes: int, max_upload_body_bytes: int,

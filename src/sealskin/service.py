@@ -39,7 +39,8 @@ from sealskin.api.sessions import SessionHandlers
 from sealskin.api.stores import StoreHandlers
 from sealskin.api.routes import Handlers, routes
 from sealskin.blocking import Pool
-from sealskin.httpbody import LimitedRequest, api_request_factory, app_body_bytes
+from sealskin.httpbody import (LimitedRequest, api_request_factory, app_body_bytes,
+                               enveloped_bytes)
 from sealskin.crypto import cookies, keys
 from sealskin.crypto.secretbox import SecretKeeper
 from sealskin.crypto.sessions import CryptoSessions, RateLimiter
@@ -144,6 +145,11 @@ class SealskinService(Service):
         self.secrets = SecretKeeper.load_or_create(self.paths.secret_key)
         self.cookie_key = cookies.load_or_create_key(os.path.join(self.paths.keys, "cookie.key"))
         self._tls_paths()
+        needed = enveloped_bytes(cfg.max_chunk_bytes)
+        if cfg.max_upload_body_bytes < needed:
+            log.warn("--max-upload-body-bytes {body} cannot carry a chunk of --max-chunk-bytes "
+                     "{chunk} (that needs {needed}): clients sending such chunks get 413",
+                     body=cfg.max_upload_body_bytes, chunk=cfg.max_chunk_bytes, needed=needed)
         self.api_endpoint = self.cfg.api_endpoint or f"tcp:{self.cfg.api_port}"
         self.session_endpoint = self.cfg.session_endpoint or f"tcp:{self.cfg.session_port}"
         self._server_endpoint("api-endpoint", self.api_endpoint)  # a bad one fails here, in
@@ -165,6 +171,9 @@ class SealskinService(Service):
         """The endpoint ``desc`` describes; ValueError naming the option if it is unusable."""
         try:
             endpoint: IStreamServerEndpoint = endpoints.serverFromString(self.reactor, desc)
+        except IndexError:  # systemd:...:index=N beyond the sockets passed
+            raise ValueError(f"--{option} {desc!r}: no socket at that index was passed by "
+                             f"systemd (is the unit socket-activated?)") from None
         except Exception as e:  # Twisted's parsers raise ValueError, TypeError, OSError...
             raise ValueError(f"--{option} {desc!r}: {e}") from None
         return endpoint

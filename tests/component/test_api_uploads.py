@@ -106,10 +106,15 @@ async def test_hostile_chunks_are_refused_without_400(server: Any, admin: Client
     assert not (shared(server, "admin") / "f").exists()
     assert [p.name for p in shared(server, "admin").iterdir()] == ["Desktop"]  # no partial file
     assert (await chunk(2, base64.b64encode(b"ab").decode())).status == 200
-    wrong = await admin.call("POST", "/api/upload/to_storage", {
-        "filename": "f", "upload_id": uid, "total_chunks": 2,
+    for count in (0, 2, 5):  # known from chunk 0's size: said before any missing chunk
+        wrong = await admin.call("POST", "/api/upload/to_storage", {
+            "filename": "f", "upload_id": uid, "total_chunks": count,
+            "home_name": "_sealskin_shared_files"})
+        assert wrong.status == 422 and "must be 3" in wrong.detail, (count, wrong)
+    still = await admin.call("POST", "/api/upload/to_storage", {
+        "filename": "f", "upload_id": uid, "total_chunks": 3,
         "home_name": "_sealskin_shared_files"})
-    assert wrong.status == 409  # chunk 1 still missing
+    assert still.status == 409 and "Missing chunk 1" in still.detail
 
 
 @pytest_twisted.ensureDeferred
@@ -132,6 +137,14 @@ async def test_initiate_validates_name_and_size(server: Any, admin: Client) -> N
         "home_name": "_sealskin_shared_files"})
     assert r["filename"] == "evil.txt"
     assert (shared(server, "admin") / "evil.txt").read_bytes() == b"hello"
+    longest = "n" * 255  # the longest name a file can have: a clash still gets a name
+    for data, kept in ((b"one", longest), (b"two", "n" * 253 + "-1")):
+        uid, count = await upload(admin, data)
+        r = await admin.ok("POST", "/api/upload/to_storage", {
+            "filename": longest, "upload_id": uid, "total_chunks": count,
+            "home_name": "_sealskin_shared_files"})
+        assert r["filename"] == kept
+        assert (shared(server, "admin") / kept).read_bytes() == data
 
 
 @pytest_twisted.ensureDeferred

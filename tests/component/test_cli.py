@@ -72,6 +72,10 @@ async def test_cli_upload_stores_the_file_with_a_matching_hash(server: Any, tmp_
     assert result["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     stored = Path(server.paths.homes) / "admin" / "_sealskin_shared_files" / "data.bin"
     assert stored.read_bytes() == source.read_bytes()
+    big = tmp_path / "big.bin"  # the largest chunk the CLI offers fits the default limits
+    big.write_bytes(os.urandom(12 * 1024 * 1024 + 7))
+    result = await cli(config, "upload", str(big), "--chunk-mib", "12")
+    assert result["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
     capsys.readouterr()
 
 
@@ -220,8 +224,10 @@ async def test_cli_refuses_what_is_not_a_regular_file_before_any_request(
     config = write_config(server, tmp_path)
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)  # opening it would block until a writer came
+    latin1 = tmp_path / os.fsdecode(b"caf\xe9.txt")  # a name in an old encoding
+    latin1.write_bytes(b"x")
     for path, said in ((fifo, "is not a regular file"), (tmp_path, "is not a regular file"),
-                       (tmp_path / "missing", "cannot read")):
+                       (tmp_path / "missing", "cannot read"), (latin1, "is not UTF-8")):
         with pytest.raises(usage.UsageError, match=said):
             await cli(config, "upload", str(path))
     assert await server.store.uploads_older_than(float("inf")) == []
@@ -275,6 +281,8 @@ async def test_cli_gives_up_on_a_server_that_never_answers(tmp_path: Path, serve
     for bad in ("-1", "soon", "1e9"):
         with pytest.raises(usage.UsageError, match="--timeout"):
             Options().parseOptions(["--timeout", bad, "status"])
+    with pytest.raises(usage.UsageError, match="--url must start with http"):
+        Options().parseOptions(["--url", "localhost:8000", "status"])
     capsys.readouterr()
 
 
@@ -306,3 +314,77 @@ def test_ctrl_c_while_the_cli_loads_its_key_is_quiet(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 130, done
     assert done.stderr.strip() == "sealskin: interrupted", done.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_ctrl_c_while_the_upload_is_being_started_still_cancels_it(
+        server: Any, tmp_path: Path) -> None:
+    """SIGINT lands while /api/upload/initiate is out: the CLI does not know the upload's id
+    yet, so it waits for the answer and cancels that upload before it exits."""
+    import signal
+    import subprocess
+    import sys
+
+    from twisted.internet.threads import deferToThread
+
+    config = write_config(server, tmp_path)
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"x" * (3 * 1024 * 1024))
+    script = (
+        "import os, signal\n"
+        "from twisted.internet import reactor\n"
+        "from twisted.internet.task import deferLater\n"
+        "from sealskin.client import ApiClient\n"
+        "raw = ApiClient.raw\n"
+        "async def interrupted_raw(self, method, path, *args, **kwargs):\n"
+        "    answer = await raw(self, method, path, *args, **kwargs)\n"
+        "    if path == '/api/upload/initiate':\n"  # the server made the upload; Ctrl-C
+        "        os.kill(os.getpid(), signal.SIGINT)\n"  # before the CLI has its answer
+        "        await deferLater(reactor, 0.3, lambda: None)\n"
+        "    return answer\n"
+        "ApiClient.raw = interrupted_raw\n"
+        "from sealskin.cli import main\n"
+        "main()\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, "-c", config, "upload", str(data),
+                             "--chunk-mib", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _, err = await deferToThread(proc.communicate, timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and b"interrupted" in err, err
+    assert await server.store.uploads_older_than(float("inf")) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_timeout_while_the_file_is_stored_says_it_may_be_there(
+        server: Any, tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    """The store request is out when the answer is late: the server finishes it anyway
+    (assembly is not abandoned half-way), so the message must not suggest it failed."""
+    from sealskin.client import ApiClient, NoAnswer
+
+    raw = ApiClient.raw
+
+    async def late_store(self: Any, method: str, path: str, **kwargs: Any) -> Any:
+        answer = await raw(self, method, path, **kwargs)
+        if path == "/api/upload/to_storage":
+            raise NoAnswer("no answer from the server within 0.1 seconds")
+        return answer
+
+    monkeypatch.setattr(ApiClient, "raw", late_store)
+    config = write_config(server, tmp_path)
+    source = tmp_path / "late.bin"
+    source.write_bytes(b"z" * 5000)
+    with pytest.raises(NoAnswer, match="may store the file anyway"):
+        await cli(config, "upload", str(source))
+    stored = Path(server.paths.homes) / "admin" / "_sealskin_shared_files" / "late.bin"
+    assert stored.read_bytes() == source.read_bytes()
+    capsys.readouterr()
+
+
+def test_version_is_sealskins_own(capsys: Any) -> None:
+    import sealskin
+
+    with pytest.raises(SystemExit) as e:
+        Options().parseOptions(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"sealskin {sealskin.__version__}"

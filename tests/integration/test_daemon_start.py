@@ -86,7 +86,9 @@ def test_unusable_endpoint_descriptions_end_the_start_with_one_clear_line(
         tmp_path: Path) -> None:
     for option, desc, said in (("api-endpoint", "foo:bar", "Unknown endpoint type"),
                                ("api-endpoint", "tcp:80:bogus=1", "unexpected keyword"),
-                               ("session-endpoint", "tcp:notaport", "invalid literal")):
+                               ("session-endpoint", "tcp:notaport", "invalid literal"),
+                               ("session-endpoint", "systemd:domain=INET:index=0",
+                                "no socket at that index was passed by systemd")):
         done = _twistd(tmp_path, f"--{option}={desc}")
         assert done.returncode == 1, (desc, done)
         assert f"--{option} {desc!r}: " in done.stderr and said in done.stderr, done.stderr

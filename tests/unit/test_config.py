@@ -29,7 +29,8 @@ def test_upstream_environment_names_are_understood() -> None:
                                           ("data-dir", ""), ("host-url", "https://a.b"),
                                           ("host-url", "a.b:8000"), ("host-url", "a b"),
                                           ("host-url", "bücher.de"), ("host-url", "a/b"),
-                                          ("host-url", "-a.b"), ("host-url", "a..b")])
+                                          ("host-url", "-a.b"), ("host-url", "a..b"),
+                                          ("host-url", "256.1.1.1")])
 def test_bad_values_name_the_option(option: str, value: str) -> None:
     with pytest.raises(usage.UsageError, match=option):
         build_config({option: value}, {})
@@ -41,6 +42,12 @@ def test_bad_values_name_the_option(option: str, value: str) -> None:
                                                                           "xn--bcher-kva.de")])
 def test_host_names_clients_can_dial(given: str, kept: str) -> None:
     assert build_config({"host-url": given}, {}).host_url == kept
+
+
+def test_a_bad_number_is_named_plainly() -> None:
+    with pytest.raises(usage.UsageError) as e:
+        build_config({"api-port": "abc"}, {})
+    assert str(e.value) == "--api-port (SEALSKIN_API_PORT): 'abc' must be a whole number"
 
 
 def test_every_option_is_documented_with_its_environment_variable() -> None:

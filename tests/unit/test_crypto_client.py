@@ -84,12 +84,11 @@ class FakeServer(Resource):
 
 
 class Harness:
-    def __init__(self) -> None:
+    def __init__(self, base_url: str = "http://sealskin.test:8000") -> None:
         clock = Clock()
         clock.advance(1_737_000_000)
         self.server = FakeServer(clock)
         self.agent = RequestTraversalAgent(self.server)
-        base_url = "http://sealskin.test:8000"
         self.client = ApiClient(clock, CONFIG, base_url=base_url, agent=self.agent)
 
     def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
@@ -161,6 +160,12 @@ def test_call_handshakes_lazily_and_round_trips_the_envelope() -> None:
     assert headers["x-session-id"] == h.client.session_id
     assert headers["content-type"] == "application/json"
     assert "content-type" not in h.server.requests[0][2]  # initiate has no body (2.1)
+
+
+def test_an_ipv6_server_address_is_reached() -> None:
+    h = Harness("http://[2001:db8::1]:8000")
+    assert h.run(h.client.call("GET", "/api/echo"))["user"] == "alice"
+    assert h.server.requests[-1][2]["host"] == "[2001:db8::1]:8000"
 
 
 def test_bodiless_calls_send_no_envelope_and_204_is_none() -> None:

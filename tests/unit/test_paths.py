@@ -79,3 +79,19 @@ def test_file_name_refusals_say_what_is_wrong(given: object, says: str) -> None:
     with pytest.raises(ApiError) as refused:
         paths.file_name(given)
     assert says in refused.value.detail
+
+
+@pytest.mark.parametrize("filename, n, expected", [
+    ("report.pdf", 1, "report-1.pdf"),
+    ("README", 2, "README-2"),
+    (".bashrc", 1, ".bashrc-1"),
+    ("n" * 255, 1, "n" * 253 + "-1"),
+    ("n" * 251 + ".txt", 12, "n" * 248 + "-12.txt"),
+    ("é" * 126 + ".x", 1, "é" * 125 + "-1.x"),  # never half a character
+    ("a." + "e" * 200, 3, "a." + "e" * 200 + "-3"),  # an "extension" too long to keep
+])
+def test_numbered_names_stay_within_255_bytes(filename: str, n: int, expected: str) -> None:
+    from sealskin.orchestration.uploads import numbered_name
+
+    assert numbered_name(filename, n) == expected
+    assert len(numbered_name(filename, n).encode()) <= 255

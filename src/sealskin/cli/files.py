@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from sealskin.cli.options import Empty, Interspersed, Noun
-from sealskin.client import ApiClient, segment
+from sealskin.client import ApiClient, NoAnswer, segment
 
 MiB = 1024 * 1024
 DEFAULT_CHUNK_BYTES = 8 * MiB
@@ -73,6 +73,11 @@ def local_file_size(path: str) -> int:
         raise usage.UsageError(f"cannot read {path}: {e.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise usage.UsageError(f"{path} is not a regular file: only files can be uploaded")
+    try:
+        os.path.basename(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise usage.UsageError(f"the name of {path!r} is not UTF-8; rename the file (the "
+                               "server stores names as UTF-8)") from None
     return st.st_size
 
 
@@ -82,6 +87,8 @@ class Unfinished:
     Leaving the ``async with`` block any other way than after :meth:`consumed` cancels it,
     and so does Ctrl-C: a shutdown trigger sends the cancel before the reactor stops (it
     would otherwise hold one of the user's upload slots until the server reclaims it).
+    The trigger is set before the upload is asked for: Ctrl-C while that request is out
+    waits (a moment) for its answer, which names the upload to cancel.
     """
 
     CANCEL_SECONDS = 3.0
@@ -90,11 +97,21 @@ class Unfinished:
         self._client = client
         self.upload_id: str | None = None
         self._trigger: Any = None
+        self._known: Deferred[None] | None = None  # fires once initiate has answered
+        self.finishing = False  # the request that stores the file is out
 
-    def started(self, upload_id: str) -> None:
-        self.upload_id = upload_id
+    def starting(self) -> None:
+        """Called just before the upload is initiated."""
+        self._known = Deferred()
         self._trigger = self._client.reactor.addSystemEventTrigger(  # type: ignore[attr-defined]  # a full reactor
             "before", "shutdown", self._cancel_at_shutdown)
+
+    def started(self, upload_id: str | None) -> None:
+        """The initiate's answer: the upload's id, or None if it failed."""
+        self.upload_id = upload_id
+        known, self._known = self._known, None
+        if known is not None:
+            known.callback(None)
 
     def consumed(self) -> None:
         self.upload_id = None
@@ -111,11 +128,20 @@ class Unfinished:
             await cancel_upload(self._client, upload_id)
 
     def _cancel_at_shutdown(self) -> Deferred[None] | None:
-        upload_id, self.upload_id = self.upload_id, None
-        if upload_id is None:
+        if self.finishing:
+            sys.stderr.write("\nsealskin: the file was being stored when interrupted; it may "
+                             "be stored anyway\n")
+        if self.upload_id is None and self._known is None:
             return None
-        d = Deferred.fromCoroutine(cancel_upload(self._client, upload_id))
+        d = Deferred.fromCoroutine(self._cancel_soon())
         return d.addTimeout(self.CANCEL_SECONDS, self._client.reactor).addErrback(lambda _: None)
+
+    async def _cancel_soon(self) -> None:
+        if self._known is not None:
+            await self._known  # the initiate in flight: its answer names the upload
+        upload_id, self.upload_id = self.upload_id, None
+        if upload_id is not None:
+            await cancel_upload(self._client, upload_id)
 
 
 async def upload_file(client: ApiClient, path: str, unfinished: Unfinished,
@@ -124,9 +150,14 @@ async def upload_file(client: ApiClient, path: str, unfinished: Unfinished,
                       ) -> tuple[str, int, str]:
     """Initiates and sends ``path``; returns (upload_id, total_chunks, local sha256 hex)."""
     total = local_file_size(path)
-    started: Any = await client.call("POST", "/api/upload/initiate", {
-        "filename": os.path.basename(path), "total_size": total})
-    upload_id = str(started["upload_id"])
+    unfinished.starting()
+    try:
+        started: Any = await client.call("POST", "/api/upload/initiate", {
+            "filename": os.path.basename(path), "total_size": total})
+        upload_id = str(started["upload_id"])
+    except BaseException:
+        unfinished.started(None)
+        raise
     unfinished.started(upload_id)
     digest, index, sent = hashlib.sha256(), 0, 0
     with open(path, "rb") as f:
@@ -167,12 +198,17 @@ async def run_upload(client: ApiClient, opts: usage.Options) -> tuple[Any, str]:
                                                     opts["chunk-bytes"], _progress)
         body = {"filename": os.path.basename(path), "upload_id": upload_id,
                 "total_chunks": count}
-        if home == SHARED_FILES:
-            answer: Any = await client.call("POST", "/api/upload/to_storage",
-                                            {**body, "home_name": SHARED_FILES})
-        else:  # into the home's top directory
-            answer = await client.call("POST", f"/api/files/upload_to_dir/{segment(home)}",
-                                       {**body, "path": "/"})
+        unfinished.finishing = True
+        try:
+            if home == SHARED_FILES:
+                answer: Any = await client.call("POST", "/api/upload/to_storage",
+                                                {**body, "home_name": SHARED_FILES})
+            else:  # into the home's top directory
+                answer = await client.call("POST", f"/api/files/upload_to_dir/{segment(home)}",
+                                           {**body, "path": "/"})
+        except NoAnswer as e:
+            raise NoAnswer(f"{e}; the server may store the file anyway: look before "
+                           f"uploading it again") from None
         unfinished.consumed()
     name = os.path.basename(path)
     remote = answer.get("sha256")

@@ -169,6 +169,17 @@ class Options(usage.Options):
         _sub("apps", AppsOptions, "available, installed, install, update, remove (admin)"),
     ]
 
+    def opt_version(self) -> None:
+        """Print the version of sealskin and exit."""
+        from importlib import metadata
+
+        try:
+            version = metadata.version("sealskin-server")
+        except metadata.PackageNotFoundError:
+            version = "(not installed)"
+        print(f"sealskin {version}")
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
         if self.subCommand is None:
             raise usage.UsageError("Which command?")
@@ -179,6 +190,9 @@ class Options(usage.Options):
                                    f"{self['timeout']!r}") from None
         if not 0 <= self["timeout"] <= 86400:
             raise usage.UsageError("--timeout must be from 0 to 86400 seconds")
+        if self["url"] and not self["url"].startswith(("http://", "https://")):
+            raise usage.UsageError(f"--url must start with http:// or https://, not "
+                                   f"{self['url']!r}")
 
 
 Printer = Callable[[Any], str]
@@ -410,10 +424,14 @@ async def extra_command(client: ApiClient, cmd: str, sub: Any) -> tuple[Any, str
 
 def _reason(e: BaseException) -> str:
     """A one-line reason for a failure below the API (connection, TLS, file)."""
+    from OpenSSL import SSL
     from twisted.web._newclient import ResponseNeverReceived, RequestTransmissionFailed
 
     if isinstance(e, (ResponseNeverReceived, RequestTransmissionFailed)) and e.reasons:
         inner = e.reasons[0].value
+        if isinstance(inner, SSL.Error):
+            return (f"the TLS handshake failed ({inner}); with --verify-tls the server's "
+                    f"certificate must be trusted (SSL_CERT_FILE)")
         return f"the server closed the connection ({type(inner).__name__}: {inner})"
     text = str(e) or type(e).__name__
     return text.splitlines()[0] if text else type(e).__name__

@@ -18,7 +18,11 @@ import re
 import stat
 from collections.abc import Iterator, Sequence
 
+from twisted.logger import Logger
+
 from sealskin.errors import ApiError, Kind
+
+log = Logger()
 
 HOME_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FOLDER_NAME_RE = re.compile(r"^[^/\\]+$")
@@ -88,7 +92,11 @@ def relative_parts(value: object, field: str = "path") -> tuple[str, ...]:
     """
     if value is None:
         value = "/"
-    if not isinstance(value, str) or len(value) > MAX_PATH_CHARS or _has_control(value):
+    if not isinstance(value, str):
+        raise ApiError(Kind.INVALID, f"'{field}' must be a string: a path inside the home.")
+    if len(value) > MAX_PATH_CHARS:
+        raise ApiError(Kind.INVALID, f"'{field}' is longer than {MAX_PATH_CHARS} characters.")
+    if _has_control(value):
         raise ApiError(Kind.INVALID, f"'{field}' must be a path without control characters.")
     if "\\" in value:
         raise ApiError(Kind.FORBIDDEN, TRAVERSAL)
@@ -115,6 +123,11 @@ def _os_error(e: OSError) -> ApiError:
         return ApiError(Kind.CONFLICT, "The path already exists.")
     if e.errno in (errno.EACCES, errno.EPERM):
         return ApiError(Kind.FORBIDDEN, "Permission denied.")
+    if e.errno == errno.ENAMETOOLONG:
+        return ApiError(Kind.INVALID, "The name is too long for the file system.")
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ApiError(Kind.TOO_LARGE, "The server's storage is full.")
+    log.error("file system error: {error}", error=e)  # the client learns only "internal"
     return ApiError(Kind.INTERNAL, "internal error")
 
 

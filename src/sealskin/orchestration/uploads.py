@@ -131,13 +131,21 @@ def _thd_remove_orphans(root: str, keep: set[str], grace_seconds: float) -> int:
     return removed
 
 
+def numbered_name(filename: str, n: int) -> str:
+    """``name-n.ext`` for ``name.ext``: the name shortened (at a character boundary) so the
+    result stays within the file system's 255 bytes."""
+    stem, ext = os.path.splitext(filename)
+    if not stem or len(ext.encode()) > paths.MAX_NAME_BYTES // 2:
+        stem, ext = filename, ""  # no extension, or one too long to keep
+    suffix = f"-{n}{ext}"
+    room = paths.MAX_NAME_BYTES - len(suffix.encode())
+    return stem.encode()[:room].decode("utf-8", "ignore") + suffix
+
+
 def _unique_link(dfd: int, tmp: str, filename: str) -> str:
     """Links ``tmp`` to ``filename``, ``name-1.ext``, ``name-2.ext``... (never replaces)."""
-    stem, ext = os.path.splitext(filename)
-    if not stem:
-        stem, ext = filename, ""
     for n in range(10000):
-        name = filename if n == 0 else f"{stem}-{n}{ext}"
+        name = filename if n == 0 else numbered_name(filename, n)
         try:
             os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
             return name
@@ -224,7 +232,8 @@ class Uploads:
             if len(mine) >= self._limits.per_user:
                 raise ApiError(Kind.LIMITED, f"Too many uploads in progress "
                                f"({self._limits.per_user}); finish or cancel one "
-                               f"(DELETE /api/upload/<upload_id>).")
+                               f"(DELETE /api/upload/<upload_id>, or `sealskin uploads "
+                               f"cancel ID`).")
             upload_id = str(uuid.uuid4())
             now = self._clock.seconds()
             await self._work.run(_thd_make_staging, self._staging(upload_id))
@@ -330,14 +339,16 @@ class Uploads:
         u = await self.owned(username, upload_id)
         if u.id in self._busy:
             raise ApiError(Kind.CONFLICT, "The upload is already being used.")
-        received = set(u.received)
-        for index in range(total_chunks):
-            if index not in received:
-                raise ApiError(Kind.CONFLICT, f"Missing chunk {index} for upload.")
-        chunk_size = await self._chunk_size(u)
+        chunk_size = await self._chunk_size(u)  # chunk 0 fixes it, and so the count
+        if chunk_size is None and u.total_size > 0:
+            raise ApiError(Kind.CONFLICT, "Missing chunk 0 for upload.")
         count = implied_chunks(u.total_size, chunk_size or 1)
         if total_chunks != count:
             raise ApiError(Kind.INVALID, f"'total_chunks' must be {count} for this upload.")
+        received = set(u.received)
+        for index in range(count):
+            if index not in received:
+                raise ApiError(Kind.CONFLICT, f"Missing chunk {index} for upload.")
         self._busy.add(u.id)
         # Shielded: once assembly starts, it and the upload's removal complete even if the
         # caller goes away meanwhile, so a stored file's upload can never be used twice.
