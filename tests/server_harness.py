@@ -37,3 +37,16 @@ def admin_client(svc: Any) -> Client:
     with open(svc.paths.admin_json) as f:
         cfg = json.load(f)
     return Client(f"http://127.0.0.1:{svc.api_port}", cfg)
+
+
+def user_client(admin: Client, username: str, private_key: str) -> Client:
+    """A client for another principal of the same server (same config otherwise)."""
+    return Client(admin.base, {**admin.config, "username": username,
+                               "private_key": private_key})
+
+
+async def make_user(admin: Client, name: str, **settings: Any) -> Client:
+    """A new user with a server-made key, and a client speaking as them."""
+    created = await admin.ok("POST", "/api/admin/users", {
+        "username": name, "public_key": None, "settings": settings})
+    return user_client(admin, name, created["private_key"])

@@ -49,6 +49,7 @@ from sealskin.orchestration.catalogue import Catalogue
 from sealskin.orchestration.fetch import Fetcher
 from sealskin.orchestration.icons import Icons
 from sealskin.orchestration.launching import ContainerDefaults, Planner
+from sealskin.orchestration.meta import MetaApps
 from sealskin.orchestration.ownership import AppUser
 from sealskin.orchestration.homes import Homes
 from sealskin.orchestration.host import HostFacts
@@ -88,6 +89,7 @@ class Paths:
         self.homes = os.path.join(self.storage, "homes")
         self.internal = os.path.join(data_dir, "internal")  # never a user's name space (W15)
         self.ephemeral = os.path.join(self.internal, "ephemeral")
+        self.home_templates = os.path.join(self.internal, "home_templates")  # meta apps
 
     def make(self) -> None:
         os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
@@ -224,6 +226,8 @@ class SealskinService(Service):
                               allow_dangerous=cfg.allow_dangerous_overrides))
         self.catalogue = Catalogue(self.store, self.provider, reactor, self.sessions.ops,
                                    allow_dangerous=cfg.allow_dangerous_overrides)
+        planner.meta = MetaApps(self.store, self.catalogue, self.work, self.paths.home_templates,
+                                AppUser(cfg.puid, cfg.pgid))
         handlers = Handlers(
             handshake=HandshakeHandlers(self.server_key, self.crypto, limiter, self.work),
             admin=AdminHandlers(self.principals, self.homes, host,
@@ -233,7 +237,7 @@ class SealskinService(Service):
             homes=HomeHandlers(self.principals, self.homes),
             sessions=SessionHandlers(self.sessions, planner, self.principals,
                                      default_limit=cfg.default_session_limit),
-            apps=AppHandlers(self.catalogue),
+            apps=AppHandlers(self.catalogue, planner.meta),
             stores=self._build_stores(),
             files=self._build_files(planner),
         )

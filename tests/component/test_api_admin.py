@@ -10,13 +10,8 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from server_harness import admin_client, start_server
+from server_harness import admin_client, start_server, user_client
 from independent_client import Client
-
-
-def user_client(admin: Client, username: str, private_key: str) -> Client:
-    return Client(admin.base, {**admin.config, "username": username,
-                               "private_key": private_key})
 
 
 @pytest_twisted.ensureDeferred

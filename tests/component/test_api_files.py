@@ -12,8 +12,8 @@ from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred, gatherResults
 
 from independent_client import Client
-from server_harness import admin_client, start_server
-from test_api_uploads import make_user, upload
+from server_harness import admin_client, make_user, start_server
+from test_api_uploads import upload
 
 
 def home(svc: Any, user: str, name: str) -> Path:

@@ -19,7 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from independent_client import Client
-from server_harness import admin_client, start_server
+from server_harness import admin_client, start_server, user_client
 
 PUBLIC = Path("/work/shared/data/apps.yml")
 STORES = "/api/admin/apps/stores"
@@ -98,11 +98,6 @@ def available(name: str, url: str | None = None, refresh: bool = False) -> str:
     if url is not None:
         q += f"&url={quote(url, safe='')}"
     return q + ("&refresh=true" if refresh else "")
-
-
-def user_client(admin: Client, username: str, private_key: str) -> Client:
-    return Client(admin.base, {**admin.config, "username": username,
-                               "private_key": private_key})
 
 
 # -- stores ------------------------------------------------------------------------

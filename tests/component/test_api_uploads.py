@@ -14,18 +14,7 @@ from twisted.internet.defer import Deferred
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from independent_client import Client, b64
-from server_harness import admin_client, start_server
-
-
-def user_client(admin: Client, username: str, private_key: str) -> Client:
-    return Client(admin.base, {**admin.config, "username": username,
-                               "private_key": private_key})
-
-
-async def make_user(admin: Client, name: str, **settings: Any) -> Client:
-    created = await admin.ok("POST", "/api/admin/users", {
-        "username": name, "public_key": None, "settings": settings})
-    return user_client(admin, name, created["private_key"])
+from server_harness import admin_client, make_user, start_server, user_client
 
 
 async def upload(c: Client, data: bytes, *, chunk: int = 1000, filename: str = "a.bin") -> tuple[str, int]:

@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from independent_client import Client
-from test_api_uploads import make_user
+from server_harness import make_user
 import session_http
 
 

@@ -7,12 +7,14 @@ from urllib.parse import unquote
 from sealskin.api import apps_wire, wire
 from sealskin.api.edge import Call
 from sealskin.orchestration.catalogue import Catalogue
+from sealskin.orchestration.meta import MetaApps
 from sealskin.orchestration.sessions import visible_apps
 
 
 class AppHandlers:
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, meta: MetaApps) -> None:
         self._catalogue = catalogue
+        self._meta = meta
 
     async def launchable(self, call: Call) -> list[wire.Json]:
         apps = visible_apps(call.caller, await self._catalogue.apps())
@@ -46,7 +48,15 @@ class AppHandlers:
                 "refused_overrides": self._catalogue.refused_overrides(app)}
 
     async def remove(self, call: Call, app_id: str) -> None:
-        await self._catalogue.remove(call.caller.username, wire.name(app_id, "app_id"))
+        app = await self._catalogue.installed(wire.name(app_id, "app_id"))
+        await self._meta.require_unused(app)
+        await self._catalogue.remove(call.caller.username, app.id)
+        await self._meta.removed(app)
+
+    async def create_meta(self, call: Call) -> wire.Json:
+        """A meta app from a normal one, with an empty home template (4.10)."""
+        app = await self._meta.create(call.caller.username, apps_wire.meta_request(call.body))
+        return apps_wire.app_json(app)
 
     async def templates(self, call: Call) -> list[wire.Json]:
         return [{"name": t.name, "settings": dict(t.settings)}

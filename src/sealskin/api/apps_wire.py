@@ -13,6 +13,7 @@ from sealskin.api import wire
 from sealskin.crypto import CryptoError
 from sealskin.crypto.envelope import b64decode_strict
 from sealskin.model import InstalledApp, Template
+from sealskin.orchestration.meta import MetaRequest
 
 IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$")
 TEMPLATE_NAME_RE = re.compile(r"^[A-Za-z0-9_ -]{1,64}$")
@@ -43,6 +44,36 @@ def _env_list(value: object) -> list[dict[str, str]]:
     return out
 
 
+def _script(value: Mapping[str, Any], key: str, field: str) -> str | None:
+    """An autostart script field: base64 or null (``""`` is null, upstream 4.10)."""
+    text = wire.string(value, key, max_len=256 * 1024, optional=True) or None
+    if text is not None:
+        try:
+            b64decode_strict(text)
+        except CryptoError:
+            raise wire.invalid(f"'{field}' must be base64.") from None
+    return text
+
+
+def _app_name(body: Mapping[str, Any]) -> str:
+    name = wire.string(body, "name", max_len=128) or ""
+    if not name.strip() or any(c in name for c in "\r\n\t"):
+        raise wire.invalid("'name' must be one line of text, not empty.")
+    return name
+
+
+def meta_request(body: Mapping[str, Any]) -> MetaRequest:
+    """``POST /api/admin/apps/meta`` (4.10)."""
+    return MetaRequest(
+        name=_app_name(body), base_app_id=wire.name(body.get("base_app_id"), "base_app_id"),
+        logo=wire.string(body, "logo", max_len=2 * 1024 * 1024, optional=True) or "",
+        custom_autostart_script_b64=_script(body, "custom_autostart_script_b64",
+                                            "custom_autostart_script_b64"),
+        custom_autostart_wayland_script_b64=_script(
+            body, "custom_autostart_wayland_script_b64", "custom_autostart_wayland_script_b64"),
+        users=_names(body, "users"), groups=_names(body, "groups"))
+
+
 def provider_config(value: object) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise wire.invalid("'provider_config' must be an object.")
@@ -63,12 +94,7 @@ def provider_config(value: object) -> dict[str, Any]:
         raise wire.invalid("'provider_config.extensions' must be a list of strings.")
     cfg["extensions"] = [e.lower().lstrip(".") for e in ext][:500]
     for key in ("custom_autostart_script_b64", "custom_autostart_wayland_script_b64"):
-        cfg[key] = wire.string(value, key, max_len=256 * 1024, optional=True) or None
-        if cfg[key] is not None:
-            try:
-                b64decode_strict(cfg[key])
-            except CryptoError:
-                raise wire.invalid(f"'provider_config.{key}' must be base64.") from None
+        cfg[key] = _script(value, key, f"provider_config.{key}")
     overrides = value.get("docker_overrides")
     if overrides is not None and not isinstance(overrides, dict):
         raise wire.invalid("'provider_config.docker_overrides' must be an object or null.")
@@ -86,9 +112,7 @@ def installed_app(body: Mapping[str, Any], *, app_id: str | None = None) -> Inst
     policy = body.get("pull_policy") or "if-missing"
     if policy not in PULL_POLICIES:
         raise wire.invalid("'pull_policy' must be always, if-missing or never.")
-    name = wire.string(body, "name", max_len=128) or ""
-    if not name.strip() or any(c in name for c in "\r\n\t"):
-        raise wire.invalid("'name' must be one line of text, not empty.")
+    name = _app_name(body)
     return InstalledApp(
         id=ident, name=name, provider_config=provider_config(body.get("provider_config")),
         logo=wire.string(body, "logo", max_len=2 * 1024 * 1024, optional=True) or "",

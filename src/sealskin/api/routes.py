@@ -67,6 +67,8 @@ def routes(h: Handlers) -> list[Route]:
         Route("POST", "/api/admin/apps/installed", ap.install, ADMIN),
         Route("PUT", "/api/admin/apps/installed/<app_id>", ap.update, ADMIN),
         Route("DELETE", "/api/admin/apps/installed/<app_id>", ap.remove, ADMIN),
+        Route("POST", "/api/admin/apps/meta", ap.create_meta, ADMIN),
+        Route("POST", "/api/admin/launch/meta_customize", s.customize_meta, ADMIN),
         Route("GET", "/api/admin/apps/templates", ap.templates, ADMIN),
         Route("POST", "/api/admin/apps/templates", ap.put_template, ADMIN),
         Route("DELETE", "/api/admin/apps/templates/<template_name>", ap.remove_template,

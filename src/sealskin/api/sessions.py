@@ -52,13 +52,13 @@ class SessionHandlers:
 
     async def launch_prepared(self, call: Call, req: LaunchRequest,
                               prepare: Callable[[LaunchPlan], Awaitable[LaunchPlan]] | None,
-                              ) -> wire.Json:
+                              *, customize: bool = False) -> wire.Json:
         """Plans, lets ``prepare`` adjust the plan (e.g. place a file), then launches.
 
         If ``prepare`` or the launch fails, the plan's own cleanup runs.
         """
         settings = await self._principals.effective(call.caller)
-        plan = await self._planner.plan(call.caller, settings, req)
+        plan = await self._planner.plan(call.caller, settings, req, customize=customize)
         limit = authz.session_limit(settings, self._default_limit)
         try:
             if prepare is not None:
@@ -84,6 +84,11 @@ class SessionHandlers:
 
     async def launch_url(self, call: Call) -> wire.Json:
         return await self._launch(call, launch_request(call.body, with_url=True))
+
+    async def customize_meta(self, call: Call) -> wire.Json:
+        """The app lab (admin): a session whose home is a meta app's template (4.10)."""
+        req = launch_request({**call.body, "home_name": None}, with_url=False)
+        return await self.launch_prepared(call, req, None, customize=True)
 
     def _info(self, r: SessionRecord) -> wire.Json:
         """``ActiveSessionInfo``; each listing carries a fresh single-use URL."""

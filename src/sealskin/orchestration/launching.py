@@ -21,6 +21,7 @@ from sealskin.errors import ApiError, Kind
 from sealskin.model import InstalledApp, Principal, UserSettings
 from sealskin.orchestration import autostart, paths
 from sealskin.orchestration.homes import Homes
+from sealskin.orchestration.meta import MetaApps, auto_home_name
 from sealskin.orchestration.paths import SHARED_FILES
 from sealskin.orchestration.ownership import AppUser
 from sealskin.providers import GpuDevice, GpuRequest, LaunchSpec, Mount
@@ -76,12 +77,6 @@ def _thd_remove(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def auto_home_name(app_name: str) -> str:
-    """``auto-<slug>`` as the popup derives it (upstream-protocol 11.10)."""
-    slug = re.sub(r"[\s_]+", "-", app_name.lower())
-    return "auto-" + re.sub(r"[^a-z0-9-]", "", slug)
-
-
 class Planner:
     def __init__(self, store: Store, homes: Homes, work: Pool, *, ephemeral_root: str,
                  gpus: Callable[[], Awaitable[Sequence[GpuDevice]]],
@@ -93,6 +88,7 @@ class Planner:
         self._gpus = gpus
         self._defaults = defaults
         self.store_script: autostart.StoreScript | None = None  # set once the stores exist
+        self.meta: MetaApps | None = None  # set once the catalogue exists
 
     async def app_for(self, caller: Principal, app_id: str) -> InstalledApp:
         app = await self._store.app(app_id)
@@ -100,14 +96,35 @@ class Planner:
             raise ApiError(Kind.NOT_FOUND, f"Application with ID '{app_id}' not found.")
         return app
 
+    def _meta(self) -> MetaApps:
+        if self.meta is None:
+            raise ApiError(Kind.INTERNAL, "internal error")
+        return self.meta
+
     async def plan(self, caller: Principal, settings: UserSettings,
-                   req: LaunchRequest) -> LaunchPlan:
-        app = await self.app_for(caller, req.application_id)
+                   req: LaunchRequest, *, customize: bool = False) -> LaunchPlan:
+        """``customize``: an admin's session on a meta app's template (the app lab)."""
+        if customize:
+            app = await self._store.app(req.application_id)
+            if app is None:
+                raise ApiError(Kind.NOT_FOUND,
+                               f"Application with ID '{req.application_id}' not found.")
+            if not app.is_meta_app:
+                raise ApiError(Kind.BAD_REQUEST, "Only meta apps have a home to customize.")
+        else:
+            app = await self.app_for(caller, req.application_id)
         gpu = await self._gpu(settings, app, req.selected_gpu)
         if req.url is not None and not app.provider_config.get("url_support", False):
             raise ApiError(Kind.BAD_REQUEST, "This application cannot open URLs.")
         sid = str(uuid.uuid4())
-        home, shared, ephemeral = await self._home(caller, settings, app, req.home_name, sid)
+        if customize:
+            home, shared, ephemeral = await self._template_home(app, sid)
+        elif app.is_meta_app:
+            home, shared, ephemeral = await self._meta_home(caller, settings, app,
+                                                            req.home_name, sid)
+        else:
+            home, shared, ephemeral = await self._home(caller, settings, app, req.home_name,
+                                                       sid)
         cleanup = self._remover(os.path.join(self._ephemeral_root, sid)) if ephemeral else None
         try:
             script = await autostart.script_for(app, req.wayland_mode, self.store_script)
@@ -166,10 +183,7 @@ class Planner:
         persistent = (settings.persistent_storage and app.home_directories
                       and home_name and not paths.is_ephemeral(home_name))
         if not persistent or home_name is None:
-            root = os.path.join(self._ephemeral_root, sid)
-            home, shared = os.path.join(root, "home"), os.path.join(root, "files")
-            owner = AppUser(self._defaults.puid, self._defaults.pgid)
-            await self._work.run(_thd_make_dirs, owner, home, shared)
+            home, shared = await self._ephemeral_dirs(sid)
             return home, shared, True
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", home_name) or home_name == SHARED_FILES:
             raise ApiError(Kind.INVALID, "'home_name' must name one of your home directories.")
@@ -179,6 +193,47 @@ class Planner:
             await self._homes.create(user, user, home_name, exist_ok=True)
         await self._homes.names(user)  # makes the shared-files home on first use
         return self._homes.path(user, home_name), self._homes.path(user, SHARED_FILES), False
+
+    async def _ephemeral_dirs(self, sid: str) -> tuple[str, str]:
+        """A session's own home and shared-files directories, removed when it ends."""
+        root = os.path.join(self._ephemeral_root, sid)
+        home, shared = os.path.join(root, "home"), os.path.join(root, "files")
+        owner = AppUser(self._defaults.puid, self._defaults.pgid)
+        await self._work.run(_thd_make_dirs, owner, home, shared)
+        return home, shared
+
+    async def _template_home(self, app: InstalledApp, sid: str) -> tuple[str, str, bool]:
+        """The app lab: the template itself is the home; shared files are the session's."""
+        template = self._meta().template_path(app)
+        if not await self._work.run(os.path.isdir, template):
+            raise ApiError(Kind.CONFLICT, f"The home template of '{app.name}' is missing.")
+        _, shared = await self._ephemeral_dirs(sid)
+        return template, shared, True
+
+    async def _meta_home(self, caller: Principal, settings: UserSettings, app: InstalledApp,
+                         home_name: str | None, sid: str) -> tuple[str, str, bool]:
+        """A meta app's home: the user's ``auto-<app>`` home, given a copy of the template
+        on first use; an ephemeral copy for ``cleanroom`` or without persistent storage."""
+        meta, user = self._meta(), caller.username
+        if settings.persistent_storage and not paths.is_ephemeral(home_name):
+            name = auto_home_name(app.name)
+            path = self._homes.path(user, name)
+            if not await self._homes.exists(user, name):
+                await self._homes.create(user, user, name, exist_ok=True)
+                try:
+                    await meta.copy_into(app, path)
+                except BaseException:
+                    await self._homes.remove(user, user, name)  # a later launch copies again
+                    raise
+            await self._homes.names(user)  # makes the shared-files home on first use
+            return path, self._homes.path(user, SHARED_FILES), False
+        home, shared = await self._ephemeral_dirs(sid)
+        try:
+            await meta.copy_into(app, home)
+        except BaseException:
+            await self._work.run(_thd_remove, os.path.join(self._ephemeral_root, sid))
+            raise
+        return home, shared, True
 
     async def _env(self, app: InstalledApp, sid: str, req: LaunchRequest,
                    gpu: GpuRequest | None) -> dict[str, str]:
