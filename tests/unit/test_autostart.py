@@ -82,3 +82,4 @@ def test_a_symlink_in_the_home_is_never_followed(tmp_path: Path) -> None:
     autostart._thd_write(str(home), False, b"new", owner)  # the link is replaced, not followed
     assert (outside / "target").read_bytes() == b"keep"
     assert (home / ".config" / "openbox" / "autostart").read_bytes() == b"new"
+

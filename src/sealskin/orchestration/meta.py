@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import uuid
 
 import attrs
@@ -60,10 +61,20 @@ def _thd_make_template(path: str, owner: AppUser) -> None:
     owner.give(path)
 
 
+def _special_files(folder: str, names: list[str]) -> set[str]:
+    """What a copy leaves out: FIFOs, sockets and devices (a FIFO would block the copy)."""
+    left_out = set()
+    for name in names:
+        mode = os.lstat(os.path.join(folder, name)).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
+            left_out.add(name)
+    return left_out
+
+
 def _thd_copy_template(template: str, dest: str, owner: AppUser) -> None:
     """Copies the template's contents into ``dest`` (made if missing); links stay links,
-    everything copied goes to the app user."""
-    shutil.copytree(template, dest, symlinks=True, dirs_exist_ok=True)
+    special files are left out, everything copied goes to the app user."""
+    shutil.copytree(template, dest, symlinks=True, dirs_exist_ok=True, ignore=_special_files)
     owner.give(dest)
     for top, dirs, files in os.walk(dest, followlinks=False):
         for name in dirs + files:
