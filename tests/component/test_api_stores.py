@@ -107,8 +107,9 @@ def available(name: str, url: str | None = None, refresh: bool = False) -> str:
 async def test_default_store_at_first_start_then_crud(admin: Client, svc: Any) -> None:
     stores = await admin.ok("GET", STORES)
     assert stores == [{"name": "SealSkin Apps", "url": svc.cfg.app_store_url, "skipped": []}]
-    added = await admin.ok("POST", STORES, {"name": "Local Two", "url": "file:///srv/x.yml"})
-    assert added == {"name": "Local Two", "url": "file:///srv/x.yml", "skipped": []}
+    local = f"file://{svc.cfg.app_store_url}"
+    added = await admin.ok("POST", STORES, {"name": "Local Two", "url": local})
+    assert added == {"name": "Local Two", "url": local, "skipped": []}
     r = await admin.call("POST", STORES, {"name": "Local Two", "url": "https://e.invalid/a"})
     assert r.status == 409 and "already exists" in r.detail
     r = await admin.call("DELETE", STORES + "/" + quote("Local Two"))
@@ -192,16 +193,25 @@ async def test_http_store_with_etag_autostart_and_offline_cache(
 
 @pytest_twisted.ensureDeferred
 async def test_unreachable_store_is_a_clear_502_and_the_server_goes_on(
-        admin: Client, http_store: Any) -> None:
+        admin: Client, http_store: Any, svc: Any) -> None:
     await http_store.port.stopListening()
     await admin.ok("POST", STORES, {"name": "Gone", "url": http_store.url})
     started = time.monotonic()
     r = await admin.call("GET", available("Gone"))
     assert r.status == 502 and "could not be reached" in r.detail
     assert "Gone" in r.detail and time.monotonic() - started < 5
-    await admin.ok("POST", STORES, {"name": "Missing file", "url": "/nonexistent/apps.yml"})
+    gone = Path(svc.cfg.app_store_url).with_name("gone.yml")
+    gone.write_text("apps: []\n")
+    await admin.ok("POST", STORES, {"name": "Missing file", "url": str(gone)})
+    gone.unlink()  # a local store whose file went away after it was added
     r = await admin.call("GET", available("Missing file"))
     assert r.status == 502 and "cannot be read" in r.detail
+    fifo = gone.with_name("pipe.yml")
+    os.mkfifo(fifo)  # reading it would wait for a writer forever
+    for url, said in (("/nonexistent/apps.yml", "No such file"), (str(fifo), "not a regular"),
+                      (str(gone.parent), "not a regular")):
+        r = await admin.call("POST", STORES, {"name": "Typo", "url": url})
+        assert r.status == 422 and "is not a readable file" in r.detail and said in r.detail, r
     assert (await admin.ok("POST", "/api/admin/status", {}))["is_admin"] is True
 
 

@@ -10,11 +10,13 @@ scheduled refresh logs and goes on, and a cached copy keeps the store usable.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
 import posixpath
 import re
+import stat
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -103,6 +105,9 @@ class AppStores:
 
     async def add(self, actor: str, s: AppStore) -> AppStore:
         await self._seed()
+        path = local_path(s.url)
+        if path is not None:  # a typo is said now, not at the first `available`
+            await self._work.run(_thd_check_local, path)
         try:
             await self._store.add_app_store(s, actor=actor)
         except Conflict:
@@ -257,9 +262,27 @@ def _parsed(raw: bytes, max_bytes: int) -> StoreDocument:
 # -- pool-thread functions: plain arguments in, plain data out -----------------------
 
 
+def _thd_open_local(path: str) -> int:
+    """A descriptor of the regular file ``path``; never blocks on a FIFO or a device."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
+def _thd_check_local(path: str) -> None:
+    """INVALID unless ``path`` is a readable regular file (checked when a store is added)."""
+    try:
+        os.close(_thd_open_local(path))
+    except OSError as e:
+        raise ApiError(Kind.INVALID, f"'url': {path} is not a readable file "
+                       f"({e.strerror}).") from None
+
+
 def _thd_read_local(path: str, max_bytes: int) -> bytes:
     try:
-        with open(path, "rb") as f:
+        with os.fdopen(_thd_open_local(path), "rb") as f:
             data = f.read(max_bytes + 1)
     except OSError:
         raise ApiError(Kind.BAD_GATEWAY, "The local app store file cannot be read.") from None
