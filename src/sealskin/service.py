@@ -259,6 +259,7 @@ class SealskinService(Service):
         icons = Icons(os.path.join(self.paths.internal, "app_icons"), self.work,
                       max_bytes=cfg.icon_max_bytes)
         self.catalogue.prepare_logo = icons.prepare
+        self.catalogue.drop_logo = icons.remove
         self.updates = Updates(self.store, self.catalogue, self.provider,
                                Registry(fetcher, timeout_seconds=cfg.registry_timeout_seconds),
                                self.reactor, self.sessions.ops)

@@ -337,6 +337,8 @@ async def test_uploaded_logo_becomes_an_icon_and_url_logos_stay(admin: Client,
     alice = await new_user(admin, "alice")
     assert (await alice.ok("GET", f"/api/app_icon/{app_id}"))["icon_data_b64"]
     assert os.listdir(Path(svc.paths.internal) / "app_icons") == [f"{app_id}.png"]
+    await admin.ok("DELETE", f"/api/admin/apps/installed/{app_id}")
+    assert os.listdir(Path(svc.paths.internal) / "app_icons") == []  # the icon went with it
 
 
 @pytest.mark.parametrize("path, statuses", [

@@ -33,6 +33,7 @@ class Catalogue:
         self._allow_dangerous = allow_dangerous
         self.last_checked: dict[str, float] = {}  # app id -> time of last successful pull
         self.prepare_logo: LogoHook | None = None  # orchestration/icons.py (4.10, R5)
+        self.drop_logo: Callable[[str], Awaitable[None]] | None = None  # its stored icon
 
     def refused_overrides(self, app: InstalledApp) -> list[str]:
         allowed = app.allow_overrides if self._allow_dangerous else ()
@@ -92,6 +93,8 @@ class Catalogue:
             await self._store.remove_app(app_id, actor=actor)
         except Missing:
             raise ApiError(Kind.NOT_FOUND, f"Application with ID '{app_id}' not found.") from None
+        if self.drop_logo is not None:
+            await self.drop_logo(app_id)
 
     def pull_in_background(self, app: InstalledApp) -> None:
         """Starts an owned pull; a failure is logged (the status shows it ended)."""
