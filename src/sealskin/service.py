@@ -302,6 +302,7 @@ class SealskinService(Service):
                                          lambda: Deferred.fromCoroutine(cleanup()))]
         storage = Storage(self.principals, self.homes, reactor, self.work,
                           usage_cache_seconds=cfg.storage_usage_cache_seconds)
+        planner.storage = storage  # meta apps copy their template into the user's storage
         return FileHandlers(FileDeps(
             principals=self.principals, storage=storage, uploads=uploads,
             files=Files(reactor, self.work, owner=self.app_user), shares=shares, sessions=self.sessions,

@@ -212,16 +212,36 @@ async def test_unreachable_store_is_a_clear_502_and_the_server_goes_on(
                       (str(gone.parent), "not a regular")):
         r = await admin.call("POST", STORES, {"name": "Typo", "url": url})
         assert r.status == 422 and "is not a readable file" in r.detail and said in r.detail, r
+    junk = gone.with_name("junk.yml")
+    junk.write_text("apps: [unclosed")
+    r = await admin.call("POST", STORES, {"name": "Junk", "url": str(junk)})
+    assert r.status == 422 and "not valid YAML" in r.detail, r
     assert (await admin.ok("POST", "/api/admin/status", {}))["is_admin"] is True
 
 
 @pytest_twisted.ensureDeferred
 async def test_malformed_store_is_a_502(admin: Client, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yml"
-    bad.write_text("apps: [unclosed")
+    bad.write_text("apps: []\n")
     await admin.ok("POST", STORES, {"name": "Bad", "url": f"file://{bad}"})
+    bad.write_text("apps: [unclosed")  # broken after it was added
     r = await admin.call("GET", available("Bad"))
     assert r.status == 502 and "not valid YAML" in r.detail
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_local_store_brings_its_autostart_scripts(admin: Client,
+                                                          tmp_path: Path) -> None:
+    folder = tmp_path / "local-store"
+    (folder / "autostart").mkdir(parents=True)
+    (folder / "apps.yml").write_text(yaml.safe_dump(SMALL_STORE))
+    (folder / "autostart" / "viewer-wayland").write_bytes(b"#!/bin/sh\nwayland viewer\n")
+    await admin.ok("POST", STORES, {"name": "Here", "url": str(folder / "apps.yml")})
+    viewer = [a for a in await admin.ok("GET", available("Here"))
+              if a["id"] == "viewer"][0]["provider_config"]
+    assert viewer["custom_autostart_script_b64"] is None  # no file: as a remote 404
+    assert base64.b64decode(viewer["custom_autostart_wayland_script_b64"]) == \
+        b"#!/bin/sh\nwayland viewer\n"
 
 
 # -- installing from a store ---------------------------------------------------------

@@ -231,6 +231,11 @@ async def test_cli_refuses_what_is_not_a_regular_file_before_any_request(
         with pytest.raises(usage.UsageError, match=said):
             await cli(config, "upload", str(path))
     assert await server.store.uploads_older_than(float("inf")) == []
+    for argv in (("apps", "install", "--file", str(fifo)),
+                 ("apps", "install", "--name", "X", "--image", "a/b", "--logo", str(fifo)),
+                 ("users", "add", "fifo", "--public-key", str(fifo))):
+        with pytest.raises(usage.UsageError, match="is not a regular file"):
+            await cli(config, *argv)  # read whole, it would block: refused instead
     capsys.readouterr()
 
 

@@ -84,3 +84,46 @@ async def test_meta_app_lab_then_users_start_from_the_template(live: Any,
     await admin.ok("DELETE", f"/api/admin/apps/installed/{meta['id']}")
     assert not template.exists()
     assert home.is_dir()  # the users' homes stay theirs
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_meta_app_stays_one_through_edits_limits_and_name_clashes(
+        live: Any, docker_client: Any) -> None:
+    admin = admin_client(live)
+    base = await admin.ok("POST", "/api/admin/apps/installed", {
+        "name": "Probe", "users": ["all"], "groups": [], "pull_policy": "never",
+        "provider_config": {"image": PROBE, "port": 3000}})
+    # "is_meta_app" in an install body makes no meta app (it would have no template)
+    fake = await admin.ok("POST", "/api/admin/apps/installed", {
+        "name": "Fake", "is_meta_app": True, "pull_policy": "never",
+        "provider_config": {"image": PROBE, "port": 3000}})
+    assert fake["is_meta_app"] is False
+    meta = await admin.ok("POST", "/api/admin/apps/meta", {
+        "name": "Big Meta", "base_app_id": base["id"], "users": ["all"]})
+    r = await admin.call("POST", "/api/admin/apps/meta", {"name": "big_meta!",
+                                                          "base_app_id": base["id"]})
+    assert r.status == 409 and "auto-big-meta" in r.detail  # the same users' home
+    # an edit as the admin UI sends it (the whole app, meta fields left out or null)
+    edited = {**meta, "name": "Big Meta 2", "base_app_id": None, "home_template_name": None,
+              "is_meta_app": False}
+    kept = await admin.ok("PUT", f"/api/admin/apps/installed/{meta['id']}", edited)
+    assert kept["is_meta_app"] is True and kept["base_app_id"] == base["id"]
+    assert kept["home_template_name"] == meta["home_template_name"]
+    template = Path(live.paths.home_templates) / meta["home_template_name"]
+    (template / "big.bin").write_bytes(os.urandom(2 * 1024 * 1024))
+
+    lab = await admin.ok("POST", "/api/admin/launch/meta_customize",
+                         {"application_id": meta["id"]})
+    r = await admin.call("POST", "/api/admin/launch/meta_customize",
+                         {"application_id": meta["id"]})
+    assert r.status == 409 and "in use" in r.detail  # one lab session per template
+    await admin.ok("DELETE", f"/api/sessions/{lab['session_id']}")
+
+    small = await make_user(admin, "small", storage_limit=1)  # MiB: the template does not fit
+    r = await small.call("POST", "/api/launch/simple", {"application_id": meta["id"]})
+    assert r.status == 413 and "does not fit in your storage" in r.detail, r
+    assert not (Path(live.paths.homes) / "small" / "auto-big-meta-2").exists()
+    roomy = await make_user(admin, "roomy", storage_limit=10)
+    ok = await roomy.ok("POST", "/api/launch/simple", {"application_id": meta["id"]})
+    assert (Path(live.paths.homes) / "roomy" / "auto-big-meta-2" / "big.bin").is_file()
+    await roomy.ok("DELETE", f"/api/sessions/{ok['session_id']}")

@@ -6,6 +6,7 @@ import base64
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -83,3 +84,20 @@ def test_a_symlink_in_the_home_is_never_followed(tmp_path: Path) -> None:
     assert (outside / "target").read_bytes() == b"keep"
     assert (home / ".config" / "openbox" / "autostart").read_bytes() == b"new"
 
+
+
+@pytest.mark.parametrize("make, kind, where", [
+    (lambda h: (h / ".config").write_text("x"), Kind.CONFLICT, "'.config' in the home is not"),
+    (lambda h: (h / ".config" / "openbox" / "autostart").mkdir(parents=True), Kind.CONFLICT,
+     "'.config/openbox/autostart' in the home is a directory"),
+    (lambda h: ((h / ".config").mkdir(), (h / ".config" / "openbox").symlink_to("/tmp")),
+     Kind.FORBIDDEN, "'.config/openbox' in the home is a symbolic link"),
+])
+def test_what_is_in_the_way_is_named(tmp_path: Path, make: Any, kind: Kind,
+                                     where: str) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    make(home)
+    with pytest.raises(ApiError) as e:
+        autostart._thd_write(str(home), False, b"x", AppUser(os.getuid(), os.getgid()))
+    assert e.value.kind is kind and e.value.detail.startswith(where), e.value.detail

@@ -83,3 +83,21 @@ apps:
 """
     [app] = parse_store(raw).apps
     assert app["provider_config"]["extensions"] == ["jpg", "png", "gif"]
+
+
+def test_alias_bombs_are_refused() -> None:
+    """Eight levels of ten aliases: under 1 KiB of YAML, 10^8 values once expanded."""
+    lines = ['l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for level in range(1, 9):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 10) + "]")
+    lines.append("apps: [{id: a, name: A, provider_config: {image: a/b, docker_overrides: "
+                 "{environment: {BOMB: *l8}}}}]")
+    raw = "\n".join(lines).encode()
+    assert len(raw) < 1024
+    with pytest.raises(StoreFormatError, match="aliases nested too deep"):
+        parse_store(raw)
+
+
+def test_a_recursive_alias_is_refused() -> None:
+    with pytest.raises(StoreFormatError, match="aliases"):
+        parse_store(b"loop: &loop [*loop]\napps: []\n")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import unquote
 
+import attrs
+
 from sealskin.api import apps_wire, wire
 from sealskin.api.edge import Call
 from sealskin.orchestration.catalogue import Catalogue
@@ -33,15 +35,22 @@ class AppHandlers:
             raise wire.invalid(f"Template '{name}' does not exist.")
 
     async def install(self, call: Call) -> wire.Json:
-        app = apps_wire.installed_app(call.body)
+        # meta apps come from POST /api/admin/apps/meta only: they need their template
+        app = attrs.evolve(apps_wire.installed_app(call.body), is_meta_app=False)
         await self._known_template(app.app_template)
         app = await self._catalogue.install(call.caller.username, app)
         return {**apps_wire.app_json(app),
                 "refused_overrides": self._catalogue.refused_overrides(app)}
 
     async def update(self, call: Call, app_id: str) -> wire.Json:
-        await self._catalogue.installed(wire.name(app_id, "app_id"))  # 404 before the body's 422
+        old = await self._catalogue.installed(wire.name(app_id, "app_id"))  # 404 before 422
         app = apps_wire.installed_app(call.body, app_id=app_id)
+        # what makes a meta app is the server's, whatever the body says (the admin UI
+        # sends the fields it shows)
+        app = attrs.evolve(app, is_meta_app=old.is_meta_app, base_app_id=old.base_app_id,
+                           home_template_name=old.home_template_name)
+        if app.is_meta_app:
+            await self._meta.check_home_name(app)
         await self._known_template(app.app_template)
         app = await self._catalogue.update(call.caller.username, app)
         return {**apps_wire.app_json(app),

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from twisted.python import usage
 
+from sealskin.cli.files import read_regular_file
 from sealskin.cli.options import Empty, Interspersed, Noun
 from sealskin.client import segment
 
@@ -232,8 +233,7 @@ def _logo(value: str) -> str:
     """A URL as is; a local image file as base64 (the server checks its type)."""
     if not value or value.startswith(("http://", "https://", "/api/app_icon/")):
         return value
-    with open(value, "rb") as f:
-        return base64.b64encode(f.read()).decode()
+    return base64.b64encode(read_regular_file(value)).decode()
 
 
 def _names(text: str) -> list[str]:
@@ -242,9 +242,8 @@ def _names(text: str) -> list[str]:
 
 def _read_json(path: str) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError) as e:
+        doc = json.loads(read_regular_file(path))
+    except ValueError as e:
         raise usage.UsageError(f"{path}: not a readable JSON file ({e}).") from None
     if not isinstance(doc, dict):
         raise usage.UsageError(f"{path}: must hold a JSON object.")

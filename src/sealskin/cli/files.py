@@ -64,21 +64,37 @@ def _progress(sent: int, total: int) -> None:
         sys.stderr.write("\n")
 
 
-def local_file_size(path: str) -> int:
-    """The size of the regular file to upload; UsageError for anything else (a FIFO or a
-    device would block the upload, a directory has no bytes to send)."""
+def regular_file_size(path: str) -> int:
+    """The size of the regular file ``path``; UsageError for anything else (reading a FIFO
+    or a device would block, a directory has no bytes)."""
     try:
         st = os.stat(path)
     except OSError as e:
         raise usage.UsageError(f"cannot read {path}: {e.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
-        raise usage.UsageError(f"{path} is not a regular file: only files can be uploaded")
+        raise usage.UsageError(f"{path} is not a regular file")
+    return st.st_size
+
+
+def read_regular_file(path: str) -> bytes:
+    """The bytes of a regular file given on the command line (see regular_file_size)."""
+    regular_file_size(path)
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise usage.UsageError(f"cannot read {path}: {e.strerror}") from None
+
+
+def local_file_size(path: str) -> int:
+    """The size of the regular file to upload, whose name the server can store."""
+    size = regular_file_size(path)
     try:
         os.path.basename(path).encode("utf-8")
     except UnicodeEncodeError:
         raise usage.UsageError(f"the name of {path!r} is not UTF-8; rename the file (the "
                                "server stores names as UTF-8)") from None
-    return st.st_size
+    return size
 
 
 class Unfinished:

@@ -21,7 +21,7 @@ from twisted.python import usage
 from sealskin.cli.apps import AppsOptions, StoresOptions, run_apps, run_stores
 from sealskin.cli import INTERRUPTED, interrupted
 from sealskin.cli.files import (Unfinished, UploadOptions, UploadsOptions, local_file_size,
-                                run_upload, run_uploads, upload_file)
+                                read_regular_file, run_upload, run_uploads, upload_file)
 from sealskin.cli.options import Empty, Interspersed, Noun
 from sealskin.client import ApiCallError, ApiClient, ClientConfig, segment
 
@@ -235,8 +235,7 @@ async def _users(c: ApiClient, verb: str, o: usage.Options, admins: bool) -> tup
         if o.get("save-config"):
             raise usage.UsageError("--save-config writes a generated private key; a user "
                                    "registered with --public-key builds their own config")
-        with open(o["public-key"], encoding="utf-8", errors="replace") as f:
-            body["public_key"] = f.read()
+        body["public_key"] = read_regular_file(o["public-key"]).decode("utf-8", "replace")
         if not body["public_key"].strip():
             raise usage.UsageError(f"{o['public-key']} is empty: no public key to register")
     if not admins:

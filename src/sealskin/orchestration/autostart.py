@@ -13,6 +13,7 @@ followed out of the user's storage).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from twisted.logger import Logger
 from sealskin.blocking import Pool
 from sealskin.crypto import CryptoError
 from sealskin.crypto.envelope import b64decode_strict
+from sealskin.errors import ApiError, Kind
 from sealskin.model import InstalledApp
 from sealskin.orchestration import paths
 from sealskin.orchestration.ownership import AppUser
@@ -59,12 +61,14 @@ async def write(work: Pool, home: str, wayland: bool, body: bytes, owner: AppUse
 
 def _thd_write(home: str, wayland: bool, body: bytes, owner: AppUser) -> None:
     """``<home>/.config/<wm>/autostart``, mode 0755 (directories made 0755), given to the
-    app user; replaced whole, never half-written. Work pool only; ApiError (403) for a
-    symlink on the way."""
-    with paths.translated():
+    app user; replaced whole, never half-written. Work pool only. ApiError naming the
+    path for what is in the way: a symlink (403), a file or a directory (409)."""
+    parts = (".config", WINDOW_MANAGERS[wayland], "autostart")
+    done = 0  # how many parts were reached: the error names the next one
+    try:
         fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
-            for part in (".config", WINDOW_MANAGERS[wayland]):
+            for part in parts[:-1]:
                 try:
                     os.mkdir(part, 0o755, dir_fd=fd)
                     owner.give(part, dir_fd=fd)
@@ -73,9 +77,21 @@ def _thd_write(home: str, wayland: bool, body: bytes, owner: AppUser) -> None:
                 child = paths.open_below_dir(fd, part)
                 os.close(fd)
                 fd = child
-            _write_replacing(fd, "autostart", body, owner)
+                done += 1
+            _write_replacing(fd, parts[-1], body, owner)
         finally:
             os.close(fd)
+    except OSError as e:
+        where = "/".join(parts[:done + 1])
+        if e.errno == errno.ELOOP:
+            raise ApiError(Kind.FORBIDDEN, f"'{where}' in the home is a symbolic link; the "
+                           "server does not follow it: remove it to launch.") from None
+        if e.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
+            kind = "a directory" if e.errno == errno.EISDIR else "not a directory"
+            raise ApiError(Kind.CONFLICT, f"'{where}' in the home is {kind}, where the "
+                           "app's autostart script goes: remove it to launch.") from None
+        with paths.translated():
+            raise
 
 
 def _write_replacing(dir_fd: int, name: str, body: bytes, owner: AppUser) -> None:

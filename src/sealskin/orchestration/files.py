@@ -37,7 +37,7 @@ NO_STORAGE = "Persistent storage is disabled for this account."
 OVER_LIMIT = "Storage limit exceeded."
 
 
-def _thd_usage(path: str) -> int:
+def tree_bytes(path: str) -> int:
     """Bytes under ``path`` (symlinks not followed)."""
     total = 0
     for top, dirs, files in os.walk(path, followlinks=False):
@@ -73,12 +73,13 @@ class Storage:
         now = self._clock.seconds()
         cached = self._usage.get(username)
         if cached is None or cached[0] < now:
-            used = await self._work.run(_thd_usage, self._homes.user_dir(username))
+            used = await self._work.run(tree_bytes, self._homes.user_dir(username))
             cached = (now + self._cache_seconds, used)
             self._usage[username] = cached
         return cached[1]
 
     def note_written(self, username: str, size: int) -> None:
+        """Counts bytes the server itself just wrote to the user's storage."""
         cached = self._usage.get(username)
         if cached is not None:
             self._usage[username] = (cached[0], max(0, cached[1] + size))

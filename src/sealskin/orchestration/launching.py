@@ -20,6 +20,7 @@ from sealskin.blocking import Pool
 from sealskin.errors import ApiError, Kind
 from sealskin.model import InstalledApp, Principal, UserSettings
 from sealskin.orchestration import autostart, paths
+from sealskin.orchestration.files import Storage
 from sealskin.orchestration.homes import Homes
 from sealskin.orchestration.meta import MetaApps, auto_home_name
 from sealskin.orchestration.paths import SHARED_FILES
@@ -89,6 +90,7 @@ class Planner:
         self._defaults = defaults
         self.store_script: autostart.StoreScript | None = None  # set once the stores exist
         self.meta: MetaApps | None = None  # set once the catalogue exists
+        self.storage: Storage | None = None  # set once the file handlers exist
 
     async def app_for(self, caller: Principal, app_id: str) -> InstalledApp:
         app = await self._store.app(app_id)
@@ -205,6 +207,7 @@ class Planner:
     async def _template_home(self, app: InstalledApp, sid: str) -> tuple[str, str, bool]:
         """The app lab: the template itself is the home; shared files are the session's."""
         template = self._meta().template_path(app)
+        await self._meta().require_unused(app)  # one lab session per template at a time
         if not await self._work.run(os.path.isdir, template):
             raise ApiError(Kind.CONFLICT, f"The home template of '{app.name}' is missing.")
         _, shared = await self._ephemeral_dirs(sid)
@@ -219,12 +222,19 @@ class Planner:
             name = auto_home_name(app.name)
             path = self._homes.path(user, name)
             if not await self._homes.exists(user, name):
+                size = await meta.template_bytes(app)
+                room = None if self.storage is None else await self.storage.room_bytes(caller)
+                if room is not None and size > room:  # the copy counts against the limit
+                    raise ApiError(Kind.TOO_LARGE, f"This app's home ({size} bytes) does not "
+                                   f"fit in your storage: {room} bytes are left.")
                 await self._homes.create(user, user, name, exist_ok=True)
                 try:
                     await meta.copy_into(app, path)
                 except BaseException:
                     await self._homes.remove(user, user, name)  # a later launch copies again
                     raise
+                if self.storage is not None:
+                    self.storage.note_written(user, size)
             await self._homes.names(user)  # makes the shared-files home on first use
             return path, self._homes.path(user, SHARED_FILES), False
         home, shared = await self._ephemeral_dirs(sid)

@@ -25,6 +25,7 @@ from sealskin.blocking import Pool
 from sealskin.errors import ApiError, Kind
 from sealskin.model import InstalledApp
 from sealskin.orchestration.catalogue import Catalogue
+from sealskin.orchestration.files import tree_bytes
 from sealskin.orchestration.ownership import AppUser
 from sealskin.store import Store
 
@@ -102,6 +103,16 @@ class MetaApps:
             raise ApiError(Kind.CONFLICT, f"'{app.name}' has no home template.")
         return os.path.join(self._root, name)
 
+    async def check_home_name(self, app: InstalledApp) -> None:
+        """CONFLICT if another meta app's users' homes would be this one's: the home's
+        name comes from the app's name (``auto-<slug>``, 5.11)."""
+        home = auto_home_name(app.name)
+        for other in await self._store.apps():
+            if other.is_meta_app and other.id != app.id and auto_home_name(other.name) == home:
+                raise ApiError(Kind.CONFLICT, f"The meta app '{other.name}' already keeps its "
+                               f"users' data in '{home}'; choose a name that differs in "
+                               "letters or digits.")
+
     async def create(self, actor: str, req: MetaRequest) -> InstalledApp:
         """A new meta app copied from its base app, with an empty template."""
         base = await self._catalogue.installed(req.base_app_id)
@@ -116,6 +127,7 @@ class MetaApps:
             provider_config=config, users=req.users, groups=req.groups, is_meta_app=True,
             base_app_id=base.id, auto_update=False, home_template_name=f"meta_{app_id}",
             home_directories=True)  # its users' homes are the auto- homes made from it
+        await self.check_home_name(app)
         template = self.template_path(app)
         await self._work.run(_thd_make_template, template, self._owner)
         try:
@@ -137,6 +149,10 @@ class MetaApps:
         if any(s.home_path == template for s in await self._store.sessions()):
             raise ApiError(Kind.CONFLICT, f"The home template of '{app.name}' is in use by a "
                            "running session; stop the session first.")
+
+    async def template_bytes(self, app: InstalledApp) -> int:
+        """What a copy of the app's template adds to a user's storage."""
+        return await self._work.run(tree_bytes, self.template_path(app))
 
     async def copy_into(self, app: InstalledApp, dest: str) -> None:
         """Copies the app's template into ``dest`` (a new home). CONFLICT if it is gone."""

@@ -25,6 +25,7 @@ APP_TYPES = ("app", "browser", "desktop")
 BOOL_FIELDS = ("nvidia_support", "dri3_support", "url_support", "open_support", "autostart")
 SCRIPT_FIELDS = ("custom_autostart_script_b64", "custom_autostart_wayland_script_b64")
 
+MAX_VALUES = 200_000  # in a whole store document, aliases expanded
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -61,6 +62,24 @@ class _Bad(Exception):
         self.problem = problem
 
 
+def _check_expanded(doc: object, budget: int) -> None:
+    """StoreFormatError past ``budget`` values once aliases are expanded: YAML aliases
+    share one object when parsed, but a few levels of them multiply what every reader
+    of the document (and each answer built from it) walks."""
+    pending, seen = [doc], 0
+    while pending:
+        value = pending.pop()
+        seen += 1
+        if seen > budget:
+            raise StoreFormatError(f"The store document expands to more than {budget} "
+                                   "values (YAML aliases nested too deep).")
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+
+
 def parse_store(raw: bytes, *, max_bytes: int = MAX_STORE_BYTES) -> StoreDocument:
     """Parses a store document (a mapping with ``apps`` or a bare list of apps).
 
@@ -72,6 +91,7 @@ def parse_store(raw: bytes, *, max_bytes: int = MAX_STORE_BYTES) -> StoreDocumen
         doc = yaml.load(raw, Loader=_Loader)  # a SafeLoader: no object construction
     except yaml.YAMLError:
         raise StoreFormatError("The store document is not valid YAML.") from None
+    _check_expanded(doc, MAX_VALUES)
     entries = doc.get("apps") if isinstance(doc, dict) else doc
     if not isinstance(entries, list):
         raise StoreFormatError("The store document is neither a list of apps nor a "

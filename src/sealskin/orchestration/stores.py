@@ -107,7 +107,7 @@ class AppStores:
         await self._seed()
         path = local_path(s.url)
         if path is not None:  # a typo is said now, not at the first `available`
-            await self._work.run(_thd_check_local, path)
+            await self._work.run(_thd_check_local, path, self._fetcher.max_bytes)
         try:
             await self._store.add_app_store(s, actor=actor)
         except Conflict:
@@ -178,8 +178,13 @@ class AppStores:
         doc = _parsed(raw, self._fetcher.max_bytes)  # only a parsable document is cached
         if cached is None or raw != cached[0] or etag != cached[1]:
             await self._work.run(_thd_write_cache, self._cache_dir, key, raw, etag)
-        if local_path(s.url) is None:
+        path = local_path(s.url)
+        if path is None:
             await self._fetch_scripts(s, doc)
+        else:
+            await self._work.run(_thd_copy_local_scripts, self._cache_dir, key,
+                                 os.path.join(os.path.dirname(path), "autostart"),
+                                 _script_names(doc))
         return doc
 
     async def _download(self, s: AppStore, cached: tuple[bytes, str | None] | None
@@ -220,9 +225,7 @@ class AppStores:
     async def _fetch_scripts(self, s: AppStore, doc: StoreDocument) -> None:
         """Caches ``<dirname of url>/autostart/<id>[-wayland]``; a 404 caches empty (5.8)."""
         base = posixpath.dirname(s.url.split("?", 1)[0].split("#", 1)[0])
-        wanted = [a["id"] + suffix for a in doc.apps if a["provider_config"]["autostart"]
-                  for suffix in ("", "-wayland")]
-        for name in wanted:
+        for name in _script_names(doc):
             await self._scripts.run(self._fetch_script, s, f"{base}/autostart/{name}", name)
 
     async def _fetch_script(self, s: AppStore, url: str, name: str) -> None:
@@ -271,13 +274,19 @@ def _thd_open_local(path: str) -> int:
     return fd
 
 
-def _thd_check_local(path: str) -> None:
-    """INVALID unless ``path`` is a readable regular file (checked when a store is added)."""
+def _thd_check_local(path: str, max_bytes: int) -> None:
+    """INVALID unless ``path`` is a readable regular file holding a store document
+    (checked when a store is added: a typo is said then, not at its first use)."""
     try:
-        os.close(_thd_open_local(path))
+        with os.fdopen(_thd_open_local(path), "rb") as f:
+            raw = f.read(max_bytes + 1)
     except OSError as e:
         raise ApiError(Kind.INVALID, f"'url': {path} is not a readable file "
                        f"({e.strerror}).") from None
+    try:
+        parse_store(raw, max_bytes=max_bytes)
+    except StoreFormatError as e:
+        raise ApiError(Kind.INVALID, f"'url': {path}: {e.detail}") from None
 
 
 def _thd_read_local(path: str, max_bytes: int) -> bytes:
@@ -336,6 +345,27 @@ def _thd_with_scripts(cache_dir: str, key: str, apps: list[dict[str, Any]]
                               ("custom_autostart_wayland_script_b64", "-wayland")):
             cfg[field] = _script_b64(os.path.join(folder, app["id"] + suffix))
     return apps
+
+
+def _script_names(doc: StoreDocument) -> list[str]:
+    """``<id>`` and ``<id>-wayland`` of the store's ``autostart`` apps (checked ids)."""
+    return [a["id"] + suffix for a in doc.apps if a["provider_config"]["autostart"]
+            for suffix in ("", "-wayland")]
+
+
+def _thd_copy_local_scripts(cache_dir: str, key: str, folder: str, names: list[str]) -> None:
+    """A local store's scripts (``autostart/`` beside its file) into the cache; a
+    missing or unreadable one caches empty, as a 404 does for a remote store. A store
+    without that folder has no scripts: nothing is cached for it."""
+    if not os.path.isdir(folder):
+        return
+    for name in names:
+        try:
+            with os.fdopen(_thd_open_local(os.path.join(folder, name)), "rb") as f:
+                body = f.read(MAX_SCRIPT_BYTES)
+        except OSError:
+            body = b""
+        _thd_write_script(cache_dir, key, name, body)
 
 
 def _thd_read_script(path: str) -> bytes | None:
